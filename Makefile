@@ -1,0 +1,80 @@
+# Payment Guard — the two commands a newcomer types are `make run` and `make test`
+# (spec/OPERATIONS.md). Everything is built in the release profile only, so the
+# dependencies are compiled once for build, tests, clippy and the end-to-end suite.
+#
+# `make test` must work on a fresh Debian machine with only Rust and python3:
+# it installs what is missing (cmake via apt, a pinned Python venv), then runs
+# lint, unit/integration tests and the end-to-end suite, failing on the first error.
+
+SHELL       := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := build
+
+CARGO   ?= cargo
+PYTHON  ?= python3
+VENV    := .venv
+BIN     := target/release/payment-guard
+# apt-get needs root; use sudo only when not root and sudo exists.
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || ! command -v sudo >/dev/null 2>&1 || echo sudo)
+
+.PHONY: build test lint deps sysdeps venv run bench fuzz e2e clean-venv
+
+## build: compile every workspace crate (release profile)
+build: sysdeps
+	$(CARGO) build --release --workspace
+
+## test: deps, lint, cargo tests, then the end-to-end suite against the release binary
+test: deps lint
+	$(CARGO) test --release --workspace
+	$(CARGO) build --release
+	$(VENV)/bin/pytest -q tests/e2e
+
+## e2e: only the end-to-end suite (assumes `make build` was run)
+e2e: venv
+	$(CARGO) build --release
+	$(VENV)/bin/pytest -q tests/e2e
+
+## lint: formatting and clippy, warnings are errors
+lint: sysdeps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+
+deps: sysdeps venv
+
+# System packages the build needs (cmake for native dependencies). apt-get update
+# first: a fresh machine has empty package lists.
+sysdeps:
+	@if ! command -v cmake >/dev/null 2>&1; then \
+	  echo "cmake missing: installing it with apt-get"; \
+	  $(SUDO) apt-get update; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends cmake; \
+	fi
+
+venv: $(VENV)/.installed
+
+# Rebuilt when the pins change. Debian's own python3 ships venv without ensurepip
+# (package python3-venv); install it only when creating the venv fails for that reason.
+$(VENV)/.installed: tests/requirements.txt
+	@if [ ! -x $(VENV)/bin/python ]; then \
+	  if ! $(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1; then \
+	    echo "python venv support missing: installing python3-venv with apt-get"; \
+	    $(SUDO) apt-get update; \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-venv; \
+	  fi; \
+	  $(PYTHON) -m venv $(VENV); \
+	fi
+	$(VENV)/bin/python -m pip install --disable-pip-version-check -q -r tests/requirements.txt
+	touch $@
+
+clean-venv:
+	rm -rf $(VENV)
+
+## run: build and start the guard on the embedded defaults (./guard-data, :8080, :8081)
+run: build
+	./$(BIN) serve
+
+bench:
+	@echo "make bench: not yet implemented"; exit 1
+
+fuzz:
+	@echo "make fuzz: not yet implemented"; exit 1

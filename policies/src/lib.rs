@@ -1,0 +1,29 @@
+//! Pure policy logic of Payment Guard: what a Stripe request is and how much money it moves
+//! ([`classify`], over the bracket-nested form bodies of [`parse_form`]), the organization's
+//! Cedar policies ([`compile`]), its spending caps ([`Cap`]), and the verdict that combines
+//! them ([`evaluate`]: allow, hold for human approval, or deny).
+//!
+//! No I/O and no clock: the store supplies spend totals and the time (unix seconds), and keeps
+//! the compiled policies. Untrusted input never panics here; whatever cannot be valued or
+//! evaluated is an error or a denial (fail closed). The contracts are `POLICIES.md` and the
+//! "Classify" step of `PROXY.md`.
+
+mod caps;
+mod classify;
+mod form;
+mod money;
+mod policy_set;
+mod verdict;
+
+pub use caps::{Cap, CapCheck, CapFieldError, CapInterval, CapScope, OnExceed, window_start};
+pub use classify::{
+    FactsError, MAX_AMOUNT_MINOR, MAX_PATH_BYTES, MONEY_OPERATIONS, OperationClass, READ_OPERATION,
+    RequestFacts, WRITE_OPERATION, classify,
+};
+pub use form::{FormError, FormLimits, FormValue, parse_form};
+pub use money::{Amount, Currency};
+pub use policy_set::{
+    CompiledPolicies, DEFAULT_POLICY_TEXT, Diagnostic, MAX_APPROVALS, PolicyEffect, PolicyMeta,
+    SCHEMA_TEXT, compile,
+};
+pub use verdict::{EvalInput, Outcome, SpendContext, Verdict, evaluate};

@@ -1,0 +1,145 @@
+use super::*;
+
+/// The example policy set of POLICIES.md, verbatim.
+pub(crate) const SPEC_EXAMPLE: &str = r#"@id("agents-may-pay") permit (principal, action in Action::"move_money", resource);
+@id("agents-may-read") permit (principal, action in Action::"read", resource);
+@id("no-payouts") @reason("payouts are not allowed for agents")
+forbid (principal, action == Action::"payouts.create", resource);
+@id("big-needs-approval") @hold("payments over 500.00 need a human") @approvals("2")
+forbid (principal, action in Action::"move_money", resource) when { resource.amount > 50000 };
+@id("eur-only") forbid (principal, action in Action::"move_money", resource)
+  unless { resource.currency == "eur" };
+"#;
+
+fn errors(text: &str) -> Vec<Diagnostic> {
+    compile(text).expect_err("the text should be refused")
+}
+
+fn positions(diagnostics: &[Diagnostic]) -> Vec<(u32, u32)> {
+    diagnostics.iter().map(|d| (d.line, d.column)).collect()
+}
+
+#[test]
+fn shipped_default_compiles() {
+    let compiled = compile(DEFAULT_POLICY_TEXT).unwrap_or_else(|d| panic!("{d:?}"));
+    assert_eq!(
+        compiled.policy_ids(),
+        ["agents-may-read", "agents-may-write", "agents-may-move-money", "large-amounts-need-approval"]
+    );
+    let hold = compiled.meta("large-amounts-need-approval").unwrap();
+    assert_eq!(hold.effect, PolicyEffect::Forbid);
+    assert!(hold.hold.is_some());
+    assert_eq!(hold.approvals, 1);
+    assert_eq!(compiled.text(), DEFAULT_POLICY_TEXT);
+}
+
+#[test]
+fn spec_example_compiles() {
+    let compiled = compile(SPEC_EXAMPLE).unwrap_or_else(|d| panic!("{d:?}"));
+    assert_eq!(compiled.policy_ids().len(), 5);
+    let big = compiled.meta("big-needs-approval").unwrap();
+    assert_eq!((big.approvals, big.hold.as_deref()), (2, Some("payments over 500.00 need a human")));
+    let no_payouts = compiled.meta("no-payouts").unwrap();
+    assert_eq!(no_payouts.reason.as_deref(), Some("payouts are not allowed for agents"));
+    assert_eq!(no_payouts.position, 2);
+}
+
+#[test]
+fn empty_text_is_a_valid_empty_set() {
+    for text in ["", "  \n// nothing yet\n"] {
+        assert!(compile(text).unwrap().policy_ids().is_empty());
+    }
+}
+
+#[test]
+fn policies_without_id_are_named_by_position() {
+    let text = "permit (principal, action == Action::\"read\", resource);\n\
+                @id(\"pay\") permit (principal, action in Action::\"move_money\", resource);\n\
+                permit (principal, action == Action::\"write\", resource);";
+    assert_eq!(compile(text).unwrap().policy_ids(), ["policy0", "pay", "policy2"]);
+}
+
+#[test]
+fn parse_errors_are_located() {
+    let text = "permit (principal, action, resource);\nforbid (principal action, resource);\n";
+    let diagnostics = errors(text);
+    assert_eq!(positions(&diagnostics)[0], (2, 19), "{diagnostics:?}");
+    assert!(!diagnostics[0].message.is_empty());
+}
+
+#[test]
+fn validation_errors_are_located() {
+    let text = "@id(\"ok\") permit (principal, action == Action::\"read\", resource);\n\
+                @id(\"typo\")\n\
+                forbid (principal, action in Action::\"move_money\", resource)\n  when { resource.amout > 5 };\n";
+    let diagnostics = errors(text);
+    assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+    assert_eq!(positions(&diagnostics), [(4, 10)], "{diagnostics:?}");
+    assert!(diagnostics[0].message.contains("amout"), "{}", diagnostics[0].message);
+}
+
+#[test]
+fn unknown_actions_and_types_are_refused() {
+    let diagnostics = errors("permit (principal, action == Action::\"fly\", resource);");
+    assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+    let diagnostics = errors("permit (principal == User::\"x\", action, resource);");
+    assert!(!diagnostics.is_empty());
+}
+
+#[test]
+fn annotation_rules() {
+    let forbid = "forbid (principal, action in Action::\"move_money\", resource)";
+    let permit = "permit (principal, action in Action::\"move_money\", resource)";
+    let cases = [
+        format!("@id(\"a\") {permit};\n@id(\"a\") {forbid};"),
+        format!("{permit};\n@id(\"policy0\") {forbid};"),
+        format!("@id(\"\") {permit};"),
+        format!("// note\n@id(\"p\") @hold(\"x\") {permit};"),
+        format!("@id(\"f\") @approvals(\"2\") {forbid};"),
+        format!("@id(\"f\") @hold(\"x\") @approvals(\"0\") {forbid};"),
+        format!("@id(\"f\") @hold(\"x\") @approvals(\"11\") {forbid};"),
+        format!("@id(\"f\") @hold(\"x\") @approvals(\"two\") {forbid};"),
+    ];
+    let want_line = [2, 2, 1, 2, 1, 1, 1, 1];
+    for (text, line) in cases.iter().zip(want_line) {
+        let diagnostics = errors(text);
+        assert_eq!(positions(&diagnostics), [(line, 1)], "{text}: {diagnostics:?}");
+    }
+    let ok = format!("@id(\"f\") @hold(\"x\") @approvals(\"10\") {forbid};");
+    assert_eq!(compile(&ok).unwrap().meta("f").unwrap().approvals, 10);
+}
+
+#[test]
+fn templates_are_refused() {
+    let text = "permit (principal, action == Action::\"read\", resource);\n\
+                permit (principal == ?principal, action == Action::\"read\", resource);";
+    let diagnostics = errors(text);
+    assert_eq!(positions(&diagnostics), [(2, 1)], "{diagnostics:?}");
+    assert!(diagnostics[0].message.contains("template"));
+}
+
+#[test]
+fn every_problem_is_reported_in_order() {
+    let text = "@id(\"p\") @hold(\"x\") permit (principal, action == Action::\"read\", resource)\n\
+                  when { resource.amout > 1 };\n\
+                // permit (principal, action, resource);\n\
+                permit (principal, action, resource);\n\
+                @id(\"p\") forbid (principal, action, resource);";
+    let diagnostics = errors(text);
+    assert_eq!(positions(&diagnostics), [(1, 1), (2, 8), (5, 1)], "{diagnostics:?}");
+}
+
+#[test]
+fn columns_count_characters() {
+    let text = "// héllo wörld\n@id(\"é\") permit (principal, action == Action::\"read\", resource) when { resource.amout == 1 };";
+    let diagnostics = errors(text);
+    assert_eq!(positions(&diagnostics), [(2, 72)], "{diagnostics:?}");
+    assert_eq!(at("ab\ncd", 99, String::new()).column, 3);
+    assert_eq!(at("é", 1, String::new()).column, 1);
+}
+
+#[test]
+fn diagnostics_serialize() {
+    let json = serde_json::to_value(Diagnostic { line: 2, column: 5, message: "m".into() }).unwrap();
+    assert_eq!(json, serde_json::json!({"line": 2, "column": 5, "message": "m"}));
+}

@@ -1,0 +1,15 @@
+//! The data path of Payment Guard: a pingora `ProxyHttp` that authenticates an agent, reads and
+//! classifies its Stripe request, decides in one durable store transaction, then answers
+//! (deny, hold, replay) or forwards to Stripe with the organization's key, and settles.
+
+mod auth;
+mod errors;
+mod service;
+mod upstream;
+mod view;
+mod waiters;
+
+pub use errors::GuardError;
+pub use service::{Ctx, Guard, ProxySettings};
+pub use upstream::Upstream;
+pub use waiters::{IntentEvents, Subscription};

@@ -1,0 +1,203 @@
+//! Configuration (OPERATIONS.md): one TOML file, every key overridable by `GUARD_<SECTION>_<KEY>`,
+//! unknown keys refused.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub proxy: ProxyCfg,
+    pub admin: AdminCfg,
+    pub store: StoreCfg,
+    pub upstream: UpstreamCfg,
+    pub holds: HoldsCfg,
+    pub webhooks: WebhooksCfg,
+    pub secrets: SecretsCfg,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyCfg {
+    pub listen: String,
+    pub max_body_bytes: usize,
+    pub max_hold_wait_secs: u64,
+    pub in_flight_wait_ms: u64,
+    pub threads: usize,
+}
+
+impl Default for ProxyCfg {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:8080".into(), max_body_bytes: 65_536, max_hold_wait_secs: 60, in_flight_wait_ms: 5_000, threads: 2 }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminCfg {
+    pub listen: String,
+    pub origin: String,
+    pub production: bool,
+}
+
+impl Default for AdminCfg {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:8081".into(), origin: "http://127.0.0.1:8081".into(), production: false }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreCfg {
+    pub data_dir: PathBuf,
+}
+
+impl Default for StoreCfg {
+    fn default() -> Self {
+        Self { data_dir: PathBuf::from("./guard-data") }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamCfg {
+    pub base_url: String,
+    pub timeout_secs: u64,
+}
+
+impl Default for UpstreamCfg {
+    fn default() -> Self {
+        Self { base_url: "https://api.stripe.com".into(), timeout_secs: 30 }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HoldsCfg {
+    pub expire_after_secs: i64,
+}
+
+impl Default for HoldsCfg {
+    fn default() -> Self {
+        Self { expire_after_secs: 86_400 }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksCfg {
+    pub allow_private_targets: bool,
+}
+
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretsCfg {
+    pub master_key: Option<String>,
+}
+
+impl std::fmt::Debug for SecretsCfg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretsCfg { master_key: <redacted> }")
+    }
+}
+
+const SECTIONS: [&str; 7] = ["proxy", "admin", "store", "upstream", "holds", "webhooks", "secrets"];
+
+impl Config {
+    /// Load `file` (optional) and apply `GUARD_*` environment overrides.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+                toml::from_str::<toml::Table>(&text).with_context(|| format!("{} is not valid TOML", path.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        apply_env(&mut table, std::env::vars())?;
+        let cfg: Config = toml::Value::Table(table).try_into().context("invalid configuration")?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        if self.proxy.max_body_bytes == 0 || self.proxy.max_body_bytes > 65_536 {
+            bail!("proxy.max_body_bytes must be 1..=65536 (pingora's retry buffer holds 64 KiB)");
+        }
+        if self.upstream.timeout_secs == 0 || self.upstream.timeout_secs > 600 {
+            bail!("upstream.timeout_secs must be 1..=600");
+        }
+        if self.proxy.threads == 0 || self.proxy.threads > 64 {
+            bail!("proxy.threads must be 1..=64");
+        }
+        Ok(())
+    }
+}
+
+/// `GUARD_PROXY_MAX_BODY_BYTES=1024` → `[proxy] max_body_bytes = 1024`.
+fn apply_env(table: &mut toml::Table, vars: impl Iterator<Item = (String, String)>) -> anyhow::Result<()> {
+    for (name, raw) in vars {
+        let Some(rest) = name.strip_prefix("GUARD_") else { continue };
+        let rest = rest.to_ascii_lowercase();
+        let Some((section, key)) = SECTIONS.iter().find_map(|s| Some((*s, rest.strip_prefix(s)?.strip_prefix('_')?))) else {
+            bail!("unknown configuration variable {name}");
+        };
+        let value = if let Ok(i) = raw.parse::<i64>() {
+            toml::Value::Integer(i)
+        } else if let Ok(b) = raw.parse::<bool>() {
+            toml::Value::Boolean(b)
+        } else {
+            toml::Value::String(raw)
+        };
+        let entry = table.entry(section.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let Some(sec) = entry.as_table_mut() else { bail!("[{section}] must be a table") };
+        sec.insert(key.to_string(), value);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_with(toml_text: &str, env: &[(&str, &str)]) -> anyhow::Result<Config> {
+        let mut t: toml::Table = toml::from_str(toml_text)?;
+        apply_env(&mut t, env.iter().map(|(a, b)| (a.to_string(), b.to_string())))?;
+        let c: Config = toml::Value::Table(t).try_into()?;
+        c.check()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn defaults_match_operations_md() {
+        let c = load_with("", &[]).unwrap();
+        assert_eq!(c.proxy.listen, "127.0.0.1:8080");
+        assert_eq!(c.proxy.max_body_bytes, 65_536);
+        assert_eq!(c.admin.listen, "127.0.0.1:8081");
+        assert_eq!(c.upstream.base_url, "https://api.stripe.com");
+        assert_eq!(c.holds.expire_after_secs, 86_400);
+        assert!(!c.webhooks.allow_private_targets);
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let c = load_with("[proxy]\nlisten = \"0.0.0.0:1\"\n", &[("GUARD_PROXY_LISTEN", "127.0.0.1:9"), ("GUARD_PROXY_MAX_BODY_BYTES", "1024")]).unwrap();
+        assert_eq!(c.proxy.listen, "127.0.0.1:9");
+        assert_eq!(c.proxy.max_body_bytes, 1024);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        assert!(load_with("[proxy]\nlisten_typo = \"x\"\n", &[]).is_err());
+        assert!(load_with("[nope]\n", &[]).is_err());
+        assert!(load_with("", &[("GUARD_NOPE_X", "1")]).is_err());
+        assert!(load_with("", &[("GUARD_PROXY_NOPE", "1")]).is_err());
+    }
+
+    #[test]
+    fn body_limit_is_bounded_by_the_retry_buffer() {
+        assert!(load_with("", &[("GUARD_PROXY_MAX_BODY_BYTES", "70000")]).is_err());
+    }
+}

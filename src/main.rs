@@ -1,0 +1,31 @@
+//! `payment-guard`: the binary. CLI (clap), configuration, and the wiring of the proxy service.
+//! `main` is synchronous: pingora owns its runtimes (ARCHITECTURE.md).
+
+mod cli;
+mod config;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    // ARCHITECTURE.md: one rustls provider (ring) for the whole process, installed first.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let args = match cli::Cli::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    cli::init_logging(&args);
+    match cli::run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

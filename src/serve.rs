@@ -1,0 +1,78 @@
+//! `payment-guard serve`: open the store, bootstrap on first start, and run the pingora server
+//! with the proxy service until SIGTERM (graceful) or SIGINT.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server};
+use proxy::{Guard, IntentEvents, ProxySettings, Upstream};
+
+use crate::cli::open_store;
+use crate::config::Config;
+
+/// A random password that satisfies the password rules (letters and digits, 20 characters).
+pub fn generate_password() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut bytes = [0u8; 20];
+    getrandom::fill(&mut bytes).expect("the operating system's random generator failed");
+    let mut p: String = bytes.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect();
+    // Guarantee a letter and a digit whatever the draw.
+    p.replace_range(0..2, "a7");
+    p
+}
+
+/// Run the guard.
+pub fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
+    let store = Arc::new(open_store(&cfg)?);
+    bootstrap_if_empty(&store, &cfg)?;
+    let recovered = store.recover_in_flight()?;
+    if recovered > 0 {
+        tracing::warn!(recovered, "intents left forwarding by the previous process are now unknown");
+    }
+    let upstream = Arc::new(Upstream::parse(&cfg.upstream.base_url).map_err(anyhow::Error::msg)?);
+    let settings = ProxySettings {
+        max_body_bytes: cfg.proxy.max_body_bytes,
+        max_hold_wait_secs: cfg.proxy.max_hold_wait_secs,
+        upstream_timeout_secs: cfg.upstream.timeout_secs,
+        hold_expiry_secs: cfg.holds.expire_after_secs,
+        in_flight_wait_ms: cfg.proxy.in_flight_wait_ms,
+        ..ProxySettings::default()
+    };
+    let events = IntentEvents::default();
+
+    let conf = ServerConf {
+        threads: cfg.proxy.threads,
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(10),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let guard = Guard::new(store.clone(), upstream, settings, events);
+    let mut proxy_service = pingora::proxy::http_proxy_service_with_name(&server.configuration, guard, "payment-guard proxy");
+    proxy_service.add_tcp(&cfg.proxy.listen);
+    server.add_service(proxy_service);
+    tracing::info!(proxy = %cfg.proxy.listen, upstream = %cfg.upstream.base_url, data_dir = %cfg.store.data_dir.display(), "payment guard starting");
+    server.run(RunArgs::default());
+    tracing::info!("payment guard stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// OPERATIONS.md: first start on an empty store creates an organization and an owner and prints
+/// the credentials once.
+fn bootstrap_if_empty(store: &store::Store, cfg: &Config) -> anyhow::Result<()> {
+    if !store.is_empty()? {
+        return Ok(());
+    }
+    let password = generate_password();
+    let (org, user) = store
+        .init_org_with_owner("My organization", "owner@example.com", &password)
+        .context("first-start bootstrap failed")?;
+    println!("First start: created organization {} and its owner.", org.id);
+    println!("  email:    {}", user.email);
+    println!("  password: {password}   (shown once; change it after signing in)");
+    println!("  console:  {}/", cfg.admin.origin);
+    Ok(())
+}

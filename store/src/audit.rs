@@ -1,0 +1,234 @@
+//! The per-organization audit hash chain (AUDIT.md). Append and read only: this module has no
+//! function that updates or deletes an event.
+
+use redb::ReadableTable;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Result, StoreError};
+use crate::ids::{Actor, OrgId};
+use crate::tables::{AUDIT, AUDIT_HEADS, get_json, put_json};
+
+/// The hash `prev` of the first event.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The newest event of an organization's chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditHead {
+    /// Sequence number of the newest event (0 when the chain is empty).
+    pub seq: u64,
+    /// Its hash ([`GENESIS`] when empty).
+    pub hash: String,
+}
+
+impl AuditHead {
+    fn empty() -> Self {
+        Self { seq: 0, hash: GENESIS.to_string() }
+    }
+}
+
+/// The outcome of verifying a chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum VerifyReport {
+    /// Every event checks out.
+    Ok {
+        /// Always true.
+        ok: bool,
+        /// Number of events.
+        events: u64,
+        /// The newest event.
+        head: AuditHead,
+    },
+    /// The first event that does not.
+    Broken {
+        /// Always false.
+        ok: bool,
+        /// The first sequence number that fails.
+        first_bad_seq: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl VerifyReport {
+    /// Whether the chain verified.
+    pub fn is_ok(&self) -> bool {
+        matches!(self, VerifyReport::Ok { .. })
+    }
+}
+
+fn audit_key(org: &OrgId, seq: u64) -> String {
+    format!("{org}|{seq:020}")
+}
+
+/// SHA-256 (lower-case hex) of the JCS canonical form of `event` (which must not hold `hash`).
+pub(crate) fn event_hash(event: &Value) -> Result<String> {
+    let canonical = serde_json_canonicalizer::to_vec(event)
+        .map_err(|e| StoreError::Corrupt(format!("cannot canonicalize event: {e}")))?;
+    Ok(hex::encode(Sha256::digest(&canonical)))
+}
+
+/// Append one event inside the caller's write transaction; returns the new head.
+pub(crate) fn append(
+    txn: &redb::WriteTransaction,
+    org: &OrgId,
+    actor: &Actor,
+    kind: &str,
+    data: Value,
+    at: &str,
+) -> Result<AuditHead> {
+    let mut heads = txn.open_table(AUDIT_HEADS)?;
+    let head: AuditHead = get_json(&heads, org.as_str())?.unwrap_or_else(AuditHead::empty);
+    let seq = head.seq + 1;
+    let mut event = json!({
+        "org": org, "seq": seq, "at": at, "actor": actor, "kind": kind, "data": data,
+        "prev": head.hash,
+    });
+    let hash = event_hash(&event)?;
+    event["hash"] = Value::String(hash.clone());
+    let bytes = serde_json_canonicalizer::to_vec(&event)
+        .map_err(|e| StoreError::Corrupt(format!("cannot canonicalize event: {e}")))?;
+    let mut events = txn.open_table(AUDIT)?;
+    let key = audit_key(org, seq);
+    assert!(events.get(key.as_str())?.is_none(), "audit seq {seq} already used");
+    events.insert(key.as_str(), bytes.as_slice())?;
+    let new_head = AuditHead { seq, hash };
+    put_json(&mut heads, org.as_str(), &new_head)?;
+    Ok(new_head)
+}
+
+/// The current head of an organization's chain.
+pub(crate) fn head(table: &impl ReadableTable<&'static str, &'static [u8]>, org: &OrgId) -> Result<AuditHead> {
+    Ok(get_json(table, org.as_str())?.unwrap_or_else(AuditHead::empty))
+}
+
+/// Check one event line against the expected sequence and previous hash. Returns its hash.
+pub fn check_event(raw: &[u8], expected_seq: u64, prev: &str) -> std::result::Result<String, String> {
+    let mut event: Value = serde_json::from_slice(raw).map_err(|e| format!("not JSON: {e}"))?;
+    let obj = event.as_object_mut().ok_or("not a JSON object")?;
+    let stated = match obj.remove("hash") {
+        Some(Value::String(h)) => h,
+        _ => return Err("missing hash".into()),
+    };
+    if obj.get("seq").and_then(Value::as_u64) != Some(expected_seq) {
+        return Err(format!("expected seq {expected_seq}"));
+    }
+    if obj.get("prev").and_then(Value::as_str) != Some(prev) {
+        return Err("prev does not match the previous event's hash".into());
+    }
+    let actual = event_hash(&event).map_err(|e| e.to_string())?;
+    if actual != stated {
+        return Err("hash does not match the event's content".into());
+    }
+    Ok(actual)
+}
+
+/// Verify a sequence of raw events (in stored order) and the stored head.
+pub(crate) fn verify_events<'a>(
+    events: impl Iterator<Item = Result<Vec<u8>>>,
+    stored_head: Option<&'a AuditHead>,
+) -> Result<VerifyReport> {
+    let mut prev = GENESIS.to_string();
+    let mut seq = 0u64;
+    for raw in events {
+        let raw = raw?;
+        let expected = seq + 1;
+        match check_event(&raw, expected, &prev) {
+            Ok(hash) => {
+                prev = hash;
+                seq = expected;
+            }
+            Err(reason) => {
+                return Ok(VerifyReport::Broken { ok: false, first_bad_seq: expected, reason });
+            }
+        }
+    }
+    let head = AuditHead { seq, hash: prev };
+    if let Some(stored) = stored_head {
+        if *stored != head {
+            return Ok(VerifyReport::Broken {
+                ok: false,
+                first_bad_seq: seq + 1,
+                reason: format!("chain ends at seq {seq} but the stored head is seq {}", stored.seq),
+            });
+        }
+    }
+    Ok(VerifyReport::Ok { ok: true, events: seq, head })
+}
+
+/// Iterate an organization's raw events in order (read transaction).
+pub(crate) fn raw_events<'t>(
+    table: &'t redb::ReadOnlyTable<&'static str, &'static [u8]>,
+    org: &OrgId,
+) -> Result<impl Iterator<Item = Result<Vec<u8>>> + 't> {
+    let prefix = format!("{org}|");
+    let end = format!("{org}}}"); // '}' sorts after '|'
+    let range = table.range(prefix.as_str()..end.as_str())?;
+    Ok(range.map(|row| {
+        let (_, v) = row?;
+        Ok(v.value().to_vec())
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(n: u64) -> Vec<Vec<u8>> {
+        let mut prev = GENESIS.to_string();
+        let mut out = Vec::new();
+        for seq in 1..=n {
+            let mut ev = json!({"org": "org_a", "seq": seq, "at": "2026-11-24T00:00:00.000000Z",
+                "actor": {"type": "system", "id": "test"}, "kind": "decision",
+                "data": {"amount": seq * 100, "note": "caf\u{e9}"}, "prev": prev});
+            let h = event_hash(&ev).unwrap();
+            ev["hash"] = Value::String(h.clone());
+            out.push(serde_json_canonicalizer::to_vec(&ev).unwrap());
+            prev = h;
+        }
+        out
+    }
+
+    fn verify(evs: &[Vec<u8>]) -> VerifyReport {
+        verify_events(evs.iter().cloned().map(Ok), None).unwrap()
+    }
+
+    #[test]
+    fn untouched_chain_verifies() {
+        let r = verify(&chain(5));
+        assert!(matches!(r, VerifyReport::Ok { events: 5, .. }), "{r:?}");
+    }
+
+    #[test]
+    fn changed_byte_is_detected_at_its_seq() {
+        let mut evs = chain(5);
+        let s = String::from_utf8(evs[2].clone()).unwrap().replace("\"amount\":300", "\"amount\":301");
+        evs[2] = s.into_bytes();
+        assert!(matches!(verify(&evs), VerifyReport::Broken { first_bad_seq: 3, .. }));
+    }
+
+    #[test]
+    fn removed_event_is_detected() {
+        let mut evs = chain(5);
+        evs.remove(1);
+        assert!(matches!(verify(&evs), VerifyReport::Broken { first_bad_seq: 2, .. }));
+    }
+
+    #[test]
+    fn reordered_events_are_detected() {
+        let mut evs = chain(5);
+        evs.swap(3, 4);
+        assert!(matches!(verify(&evs), VerifyReport::Broken { first_bad_seq: 4, .. }));
+    }
+
+    #[test]
+    fn truncated_tail_is_detected_against_the_stored_head() {
+        let evs = chain(5);
+        let full = verify(&evs);
+        let VerifyReport::Ok { head, .. } = full else { panic!() };
+        let r = verify_events(evs[..4].iter().cloned().map(Ok), Some(&head)).unwrap();
+        assert!(matches!(r, VerifyReport::Broken { first_bad_seq: 5, .. }), "{r:?}");
+    }
+}

@@ -1,0 +1,396 @@
+//! The decision transaction and the settlement transaction (PROXY.md steps 3–5).
+
+use policies::{CapScope, EvalInput, OperationClass, Outcome, RequestFacts, SpendContext, Verdict};
+use redb::ReadableTable;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::audit;
+use crate::error::{Result, StoreError};
+use crate::ids::{Actor, AgentId, IntentId, OrgId};
+use crate::model::{Agent, AgentStatus, IdempotencyRecord, Intent, IntentStatus, Reservation, StoredResponse};
+use crate::spend;
+use crate::tables::*;
+use crate::tenants::load_org;
+use crate::time_util::{Clock, now};
+use crate::Store;
+
+/// A mutation an authenticated agent asks for.
+#[derive(Clone, Debug)]
+pub struct DecisionRequest {
+    /// The agent's organization.
+    pub org: OrgId,
+    /// The agent.
+    pub agent: AgentId,
+    /// The agent's Idempotency-Key (validated by the caller).
+    pub idempotency_key: String,
+    /// HTTP method.
+    pub method: String,
+    /// Path without query.
+    pub path: String,
+    /// Body bytes.
+    pub body: Vec<u8>,
+    /// What `policies::classify` made of it.
+    pub facts: RequestFacts,
+    /// Seconds an undecided hold waits before expiring.
+    pub hold_expiry_secs: i64,
+}
+
+/// What the proxy must do.
+#[derive(Debug)]
+pub enum Decision {
+    /// Forward upstream with this key; the intent is `forwarding`.
+    Forward {
+        /// The intent.
+        intent: Box<Intent>,
+        /// The organization's Stripe key.
+        rail_key: String,
+    },
+    /// Answer from the intent (deny, hold, or a replay of an earlier outcome).
+    Respond(Box<Intent>),
+    /// The same key is being processed now.
+    InFlight(IntentId),
+    /// The same key was used for a different request.
+    KeyReused,
+    /// The agent or its organization is frozen.
+    Frozen,
+    /// The organization has no Stripe key.
+    RailNotConfigured,
+}
+
+/// How the upstream call ended.
+#[derive(Clone, Debug)]
+pub enum UpstreamOutcome {
+    /// An HTTP response arrived completely.
+    Response {
+        /// What the agent received.
+        response: StoredResponse,
+        /// The Stripe object id from the body, when there is one.
+        upstream_id: Option<String>,
+    },
+    /// No (complete) response: refused, timed out, reset.
+    Lost(String),
+}
+
+/// SHA-256 over method, path and body: what "the same request" means for idempotency.
+pub fn request_digest(method: &str, path: &str, body: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(method.as_bytes());
+    h.update(b"\n");
+    h.update(path.as_bytes());
+    h.update(b"\n");
+    h.update(body);
+    hex::encode(h.finalize())
+}
+
+fn intent_key(org: &OrgId, id: &IntentId) -> String {
+    format!("{org}|{id}")
+}
+
+pub(crate) fn load_intent(txn: &redb::WriteTransaction, org: &OrgId, id: &IntentId) -> Result<Intent> {
+    get_json(&txn.open_table(INTENTS)?, &intent_key(org, id))?.ok_or(StoreError::NotFound("intent"))
+}
+
+pub(crate) fn save_intent(txn: &redb::WriteTransaction, intent: &Intent) -> Result<()> {
+    put_json(&mut txn.open_table(INTENTS)?, &intent_key(&intent.org, &intent.id), intent)?;
+    let mut in_flight = txn.open_table(IN_FLIGHT)?;
+    let key = intent_key(&intent.org, &intent.id);
+    if intent.status == IntentStatus::Forwarding {
+        in_flight.insert(key.as_str(), [].as_slice())?;
+    } else {
+        in_flight.remove(key.as_str())?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Decide one request in one durable write transaction.
+    pub fn decide(&self, req: &DecisionRequest) -> Result<Decision> {
+        let clock = now();
+        self.write(|txn| self.decide_in(txn, req, &clock))
+    }
+
+    /// The decision inside a caller's transaction (group commit runs several in one).
+    pub fn decide_in(&self, txn: &redb::WriteTransaction, req: &DecisionRequest, clock: &Clock) -> Result<Decision> {
+        let org = load_org(txn, &req.org)?;
+        let agent: Agent = get_json(&txn.open_table(AGENTS)?, &format!("{}|{}", req.org, req.agent))?
+            .ok_or(StoreError::NotFound("agent"))?;
+        if org.frozen || agent.status != AgentStatus::Active {
+            return Ok(Decision::Frozen);
+        }
+        let digest = request_digest(&req.method, &req.path, &req.body);
+        let idem_key = format!("{}|{}|{}", req.org, req.agent, req.idempotency_key);
+        let existing: Option<IdempotencyRecord> = get_json(&txn.open_table(IDEMPOTENCY)?, &idem_key)?;
+        if let Some(rec) = existing {
+            return self.replay_in(txn, &req.org, rec, &digest, clock);
+        }
+        let Some((rail_key, livemode)) = self.rail_key_in(txn, &req.org)? else {
+            return Ok(Decision::RailNotConfigured);
+        };
+        let verdict = self.evaluate_in(txn, &org, &agent, &req.facts, livemode, clock)?;
+        let intent = new_intent(req, digest, &verdict, clock);
+        let intent = self.record_decision_in(txn, intent, &verdict, clock)?;
+        put_json(
+            &mut txn.open_table(IDEMPOTENCY)?,
+            &idem_key,
+            &IdempotencyRecord { request_digest: intent.request_digest.clone(), intent: intent.id.clone(), created_at: clock.text.clone() },
+        )?;
+        Ok(match verdict.outcome {
+            Outcome::Allow => Decision::Forward { intent: Box::new(intent), rail_key },
+            Outcome::Hold | Outcome::Deny => Decision::Respond(Box::new(intent)),
+        })
+    }
+
+    /// A key seen before: the original outcome, never a second decision.
+    fn replay_in(&self, txn: &redb::WriteTransaction, org: &OrgId, rec: IdempotencyRecord, digest: &str, clock: &Clock) -> Result<Decision> {
+        if rec.request_digest != digest {
+            return Ok(Decision::KeyReused);
+        }
+        let mut intent = load_intent(txn, org, &rec.intent)?;
+        match intent.status {
+            IntentStatus::Forwarding | IntentStatus::Approved => Ok(Decision::InFlight(intent.id)),
+            IntentStatus::Unknown => {
+                // PROXY.md: a retry forwards again with the same upstream key.
+                let Some((rail_key, _)) = self.rail_key_in(txn, org)? else {
+                    return Ok(Decision::RailNotConfigured);
+                };
+                intent.status = intent.status.transition(IntentStatus::Forwarding)?;
+                save_intent(txn, &intent)?;
+                let actor = Actor::Agent(intent.agent.clone());
+                let data = json!({"intent": intent.id, "status": "forwarding", "attempt": intent.attempts + 1});
+                audit::append(txn, org, &actor, "intent.retry", data, &clock.text)?;
+                Ok(Decision::Forward { intent: Box::new(intent), rail_key })
+            }
+            _ => Ok(Decision::Respond(Box::new(intent))),
+        }
+    }
+
+    /// Policies and caps against current spend, fail closed.
+    fn evaluate_in(&self, txn: &redb::WriteTransaction, org: &crate::model::Org, agent: &Agent, facts: &RequestFacts, livemode: bool, clock: &Clock) -> Result<Verdict> {
+        let policy_set = self.active_policies(&txn.open_table(POLICY_VERSIONS)?, org)?;
+        let spend_t = txn.open_table(SPEND)?;
+        let currency = facts.amount.as_ref().map(|a| a.currency.as_str().to_string()).unwrap_or_default();
+        let agent_scope = CapScope::Agent(agent.id.to_string());
+        let (spend_ctx, org_ctx) = if currency.is_empty() {
+            (SpendContext::default(), SpendContext::default())
+        } else {
+            (
+                spend::context(&spend_t, &org.id, &agent_scope, &currency, clock.unix)?,
+                spend::context(&spend_t, &org.id, &CapScope::Org, &currency, clock.unix)?,
+            )
+        };
+        let mut checks = Vec::new();
+        let caps: Vec<policies::Cap> = scan_json(&txn.open_table(CAPS)?, &format!("{}|", org.id))?;
+        for cap in caps.iter().filter(|c| c.applies_to(facts, agent.id.as_str())) {
+            let amount = facts.amount.as_ref().map_or(0, |a| a.minor);
+            let spent = spend::spent(&spend_t, &org.id, &cap.scope, cap.currency.as_str(), cap.interval, clock.unix, cap.operations.as_deref())?;
+            checks.push(cap.check(amount, spent));
+        }
+        drop(spend_t);
+        let requests_last_minute = spend::count_request(txn, &org.id, &agent.id, clock.unix)?;
+        let input = EvalInput {
+            org_id: org.id.as_str(),
+            agent_id: agent.id.as_str(),
+            agent_name: &agent.name,
+            agent_tags: &agent.tags,
+            facts,
+            livemode,
+            spend: spend_ctx,
+            org_spend: org_ctx,
+            now_unix: clock.unix,
+            requests_last_minute,
+        };
+        Ok(policies::evaluate(&policy_set, &input, &checks))
+    }
+
+    /// Reserve (allow), write the intent and its `decision` event.
+    fn record_decision_in(&self, txn: &redb::WriteTransaction, mut intent: Intent, verdict: &Verdict, clock: &Clock) -> Result<Intent> {
+        if verdict.outcome == Outcome::Allow {
+            intent.reservation = reserve_in(txn, &intent, clock)?;
+        }
+        save_intent(txn, &intent)?;
+        let data = json!({
+            "intent": intent.id, "agent": intent.agent, "operation": intent.operation,
+            "method": intent.method, "path": intent.path, "amount": intent.amount,
+            "currency": intent.currency, "counterparty": intent.counterparty,
+            "outcome": verdict.outcome, "status": intent.status.as_str(), "policies": verdict.policies,
+            "caps": verdict.caps, "reason": verdict.reason, "errors": verdict.errors,
+            "reserved": intent.reservation.as_ref().map(|r| r.amount),
+        });
+        audit::append(txn, &intent.org, &Actor::Agent(intent.agent.clone()), "decision", data, &clock.text)?;
+        Ok(intent)
+    }
+
+    /// Evaluate a read (GET) against the active policies, without writing anything: reads move no
+    /// money and create no intent. Returns the verdict and the rail key to forward with.
+    pub fn evaluate_read(&self, org_id: &OrgId, agent_id: &AgentId, facts: &RequestFacts) -> Result<(Verdict, Option<String>)> {
+        let r = self.read()?;
+        let org: crate::model::Org = get_json(&r.open_table(ORGS)?, org_id.as_str())?.ok_or(StoreError::NotFound("organization"))?;
+        let agent: Agent = get_json(&r.open_table(AGENTS)?, &format!("{org_id}|{agent_id}"))?.ok_or(StoreError::NotFound("agent"))?;
+        let rail = self.rail_key_from(&r.open_table(RAIL_KEYS)?, org_id)?;
+        let policy_set = self.active_policies(&r.open_table(POLICY_VERSIONS)?, &org)?;
+        let clock = now();
+        let input = EvalInput {
+            org_id: org.id.as_str(),
+            agent_id: agent.id.as_str(),
+            agent_name: &agent.name,
+            agent_tags: &agent.tags,
+            facts,
+            livemode: rail.as_ref().is_some_and(|(_, live)| *live),
+            spend: SpendContext::default(),
+            org_spend: SpendContext::default(),
+            now_unix: clock.unix,
+            requests_last_minute: 0,
+        };
+        let verdict = policies::evaluate(&policy_set, &input, &[]);
+        Ok((verdict, rail.map(|(k, _)| k)))
+    }
+
+    /// Record the upstream result in a second transaction (PROXY.md step 5).
+    pub fn settle(&self, org: &OrgId, id: &IntentId, outcome: UpstreamOutcome) -> Result<Intent> {
+        let clock = now();
+        self.write(|txn| settle_in(txn, org, id, outcome, &clock))
+    }
+
+    /// Mark every intent left `forwarding` by a previous process as `unknown` (nothing is in
+    /// flight after a restart); returns how many.
+    pub fn recover_in_flight(&self) -> Result<usize> {
+        let clock = now();
+        self.write(|txn| {
+            let keys: Vec<String> = {
+                let t = txn.open_table(IN_FLIGHT)?;
+                let mut keys = Vec::new();
+                for row in t.iter()? {
+                    keys.push(row?.0.value().to_string());
+                }
+                keys
+            };
+            for key in &keys {
+                let mut intent: Intent = get_json(&txn.open_table(INTENTS)?, key)?
+                    .ok_or(StoreError::NotFound("intent"))?;
+                intent.status = intent.status.transition(IntentStatus::Unknown)?;
+                save_intent(txn, &intent)?;
+                let data = json!({"intent": intent.id, "status": "unknown", "reason": "guard restarted while forwarding"});
+                audit::append(txn, &intent.org, &Actor::System("recovery".into()), "intent.unknown", data, &clock.text)?;
+            }
+            Ok(keys.len())
+        })
+    }
+
+    /// One intent of an organization.
+    pub fn intent(&self, org: &OrgId, id: &IntentId) -> Result<Option<Intent>> {
+        let r = self.read()?;
+        get_json(&r.open_table(INTENTS)?, &intent_key(org, id))
+    }
+
+    /// Every intent of an organization, in id order.
+    pub fn list_intents(&self, org: &OrgId) -> Result<Vec<Intent>> {
+        let r = self.read()?;
+        scan_json(&r.open_table(INTENTS)?, &format!("{org}|"))
+    }
+}
+
+fn new_intent(req: &DecisionRequest, digest: String, verdict: &Verdict, clock: &Clock) -> Intent {
+    let id = IntentId::generate();
+    let status = match verdict.outcome {
+        Outcome::Allow => IntentStatus::Forwarding,
+        Outcome::Hold => IntentStatus::PendingApproval,
+        Outcome::Deny => IntentStatus::Denied,
+    };
+    let held = verdict.outcome == Outcome::Hold;
+    Intent {
+        upstream_idempotency_key: format!("pg-{id}"),
+        id,
+        org: req.org.clone(),
+        agent: req.agent.clone(),
+        idempotency_key: req.idempotency_key.clone(),
+        request_digest: digest,
+        method: req.method.clone(),
+        path: req.path.clone(),
+        operation: req.facts.operation.clone(),
+        class: req.facts.class,
+        amount: req.facts.amount.as_ref().map(|a| a.minor),
+        currency: req.facts.amount.as_ref().map(|a| a.currency.as_str().to_string()),
+        counterparty: req.facts.counterparty.clone(),
+        metadata: req.facts.metadata.clone(),
+        decision: verdict.outcome,
+        status,
+        policies: verdict.policies.clone(),
+        caps: verdict.caps.clone(),
+        reason: verdict.reason.clone(),
+        approvals_required: if held { verdict.approvals_required.max(1) } else { 0 },
+        approvals: Vec::new(),
+        created_at: clock.text.clone(),
+        decided_at: clock.text.clone(),
+        expires_at_unix: held.then(|| clock.unix.saturating_add(req.hold_expiry_secs)),
+        reservation: None,
+        request_body: held.then(|| req.body.clone()),
+        attempts: 0,
+        response: None,
+        upstream_id: None,
+    }
+}
+
+/// Add an allowed money movement to the spend counters.
+pub(crate) fn reserve_in(txn: &redb::WriteTransaction, intent: &Intent, clock: &Clock) -> Result<Option<Reservation>> {
+    let (Some(amount), Some(currency)) = (intent.amount, intent.currency.as_deref()) else {
+        return Ok(None);
+    };
+    if intent.class != OperationClass::MoveMoney || !counts_toward_caps(&intent.operation) {
+        return Ok(None);
+    }
+    let counters = spend::counters_for(&intent.org, &intent.agent, currency, &intent.operation, clock.unix);
+    spend::add(txn, &counters, amount)?;
+    Ok(Some(Reservation { amount, counters, released: false }))
+}
+
+/// POLICIES.md: confirm and capture act on an amount already counted at create/update.
+fn counts_toward_caps(operation: &str) -> bool {
+    !matches!(operation, "payment_intents.confirm" | "payment_intents.capture")
+}
+
+/// The state an upstream status leads to: 2xx spends, a definitive 4xx releases, anything else
+/// (5xx, 409 concurrent, 429 rate limited) leaves the outcome unknown.
+fn status_after(code: u16) -> IntentStatus {
+    match code {
+        200..=299 => IntentStatus::Succeeded,
+        409 | 429 => IntentStatus::Unknown,
+        400..=499 => IntentStatus::Failed,
+        _ => IntentStatus::Unknown,
+    }
+}
+
+pub(crate) fn settle_in(txn: &redb::WriteTransaction, org: &OrgId, id: &IntentId, outcome: UpstreamOutcome, clock: &Clock) -> Result<Intent> {
+    let mut intent = load_intent(txn, org, id)?;
+    let (next, code, error) = match &outcome {
+        UpstreamOutcome::Response { response, .. } => (status_after(response.status), Some(response.status), None),
+        UpstreamOutcome::Lost(e) => (IntentStatus::Unknown, None, Some(e.clone())),
+    };
+    intent.status = intent.status.transition(next)?;
+    intent.attempts += 1;
+    if let UpstreamOutcome::Response { response, upstream_id } = outcome {
+        if next != IntentStatus::Unknown {
+            intent.response = Some(response);
+            intent.upstream_id = upstream_id;
+        }
+    }
+    if next == IntentStatus::Failed {
+        release_in(txn, &mut intent)?;
+    }
+    save_intent(txn, &intent)?;
+    let kind = format!("intent.{}", next.as_str());
+    let data = json!({"intent": intent.id, "status": next.as_str(), "upstream_status": code,
+        "error": error, "upstream_id": intent.upstream_id, "attempt": intent.attempts});
+    audit::append(txn, org, &Actor::System("upstream".into()), &kind, data, &clock.text)?;
+    Ok(intent)
+}
+
+fn release_in(txn: &redb::WriteTransaction, intent: &mut Intent) -> Result<()> {
+    if let Some(r) = intent.reservation.as_mut() {
+        if !r.released {
+            spend::add(txn, &r.counters, -r.amount)?;
+            r.released = true;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,68 @@
+//! The one error type of the store crate.
+
+use policies::Diagnostic;
+
+/// Everything that can go wrong in the store. Callers map it to HTTP in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database file is held by another process (a running guard).
+    #[error("the store at {0} is in use by another process (stop the guard first)")]
+    Locked(String),
+    /// An I/O or database failure: the operation did not happen.
+    #[error("store failure: {0}")]
+    Db(String),
+    /// The object does not exist (or belongs to another organization).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The request conflicts with current state.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The input is invalid; nothing was changed.
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// A policy set failed validation; nothing was changed.
+    #[error("policy set rejected ({} diagnostics)", .0.len())]
+    PolicyRejected(Vec<Diagnostic>),
+    /// A sealed secret could not be opened (wrong master key or corrupt data).
+    #[error("cannot decrypt a stored secret: wrong master key or corrupt data")]
+    Crypto,
+    /// Stored data does not decode: the file was changed outside the guard.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Db(e.to_string())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::Error,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    std::io::Error
+);
+
+impl From<redb::DatabaseError> for StoreError {
+    fn from(e: redb::DatabaseError) -> Self {
+        match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked("data dir".into()),
+            other => StoreError::Db(other.to_string()),
+        }
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
+/// Result alias for store operations.
+pub type Result<T> = std::result::Result<T, StoreError>;

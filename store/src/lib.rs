@@ -1,0 +1,97 @@
+//! Durable state of Payment Guard on redb: organizations, users, agents, policy versions, caps,
+//! rail keys, intents, idempotency records, spend counters and the per-organization audit hash
+//! chain. Every function that touches tenant data takes an [`OrgId`]; tenant keys start with it.
+//!
+//! A decision is one serializable write transaction (idempotency lookup, spend read, verdict,
+//! intent, reservation, audit event), committed durably before the caller acts on it
+//! ([`Store::decide`]); the upstream result is a second one ([`Store::settle`]).
+
+mod audit;
+mod crypto;
+mod decide;
+mod error;
+mod ids;
+mod model;
+mod spend;
+mod tables;
+mod tenants;
+mod time_util;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use redb::ReadableDatabase;
+
+pub use audit::{AuditHead, GENESIS, VerifyReport, check_event};
+pub use crypto::MasterKey;
+pub use decide::{Decision, DecisionRequest, UpstreamOutcome};
+pub use error::{Result, StoreError};
+pub use ids::{Actor, AgentId, CapId, IntentId, OrgId, UserId};
+pub use model::{
+    Agent, AgentStatus, Approval, Intent, IntentStatus, Membership, Org, PolicyVersion, RailInfo,
+    Reservation, Role, StoredResponse, User,
+};
+pub use tenants::{AuthedAgent, CapSpec, validate_password};
+pub use time_util::{Clock, now};
+
+use policies::CompiledPolicies;
+
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "guard.redb";
+
+/// The open store. Cheap to share behind an `Arc`; redb serializes write transactions.
+pub struct Store {
+    db: redb::Database,
+    master: MasterKey,
+    /// Compiled policy sets by (org, version): parsed and validated once, shared.
+    policy_cache: Mutex<HashMap<(OrgId, u64), Arc<CompiledPolicies>>>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Open (or create) the store in `data_dir`. Fails with [`StoreError::Locked`] when another
+    /// process has it open.
+    pub fn open(data_dir: &Path, master: MasterKey) -> Result<Store> {
+        std::fs::create_dir_all(data_dir)?;
+        let path = data_dir.join(DB_FILE);
+        let db = redb::Database::create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                StoreError::Locked(data_dir.display().to_string())
+            }
+            other => StoreError::Db(other.to_string()),
+        })?;
+        let txn = db.begin_write()?;
+        for table in tables::ALL {
+            txn.open_table(table)?;
+        }
+        txn.commit()?;
+        Ok(Store { db, master, policy_cache: Mutex::new(HashMap::new()), path })
+    }
+
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Run `f` in one durable write transaction; commit only when it returns `Ok`.
+    pub(crate) fn write<T>(&self, f: impl FnOnce(&redb::WriteTransaction) -> Result<T>) -> Result<T> {
+        let txn = self.db.begin_write()?;
+        let out = f(&txn)?;
+        txn.commit()?;
+        Ok(out)
+    }
+
+    /// A read transaction.
+    pub(crate) fn read(&self) -> Result<redb::ReadTransaction> {
+        Ok(self.db.begin_read()?)
+    }
+}
+
+pub use crypto::load_or_create_master_key;

@@ -1,0 +1,357 @@
+//! Stored records. Each is JSON in its table (see `tables.rs` for the key layout).
+
+use std::collections::BTreeMap;
+
+use policies::{OperationClass, Outcome};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, StoreError};
+use crate::ids::{AgentId, IntentId, OrgId, UserId};
+
+/// An organization (tenant).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Org {
+    /// Id.
+    pub id: OrgId,
+    /// Display name.
+    pub name: String,
+    /// Kill switch: every agent of the organization is refused.
+    pub frozen: bool,
+    /// Version number of the active policy set.
+    pub active_policy_version: u64,
+    /// Highest policy version stored.
+    pub latest_policy_version: u64,
+    /// Approvers must have 2FA.
+    #[serde(default)]
+    pub require_2fa_for_approvals: bool,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// A human user (global; belongs to organizations through memberships).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct User {
+    /// Id.
+    pub id: UserId,
+    /// Lower-cased email.
+    pub email: String,
+    /// bcrypt hash.
+    pub password_hash: String,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// A human's role in one organization (ADMIN_API.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything, including owners and deleting the organization.
+    Owner,
+    /// Everything but owners and deletion.
+    Admin,
+    /// Reads and approvals.
+    Approver,
+    /// Reads.
+    Viewer,
+}
+
+/// A membership of a user in an organization.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Membership {
+    /// Organization.
+    pub org: OrgId,
+    /// User.
+    pub user: UserId,
+    /// Role.
+    pub role: Role,
+}
+
+/// Lifecycle of an agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentStatus {
+    /// May submit requests.
+    Active,
+    /// Refused with `guard_agent_frozen` until unfrozen.
+    Frozen,
+    /// Token no longer authenticates; final.
+    Revoked,
+}
+
+/// An AI agent with its token digest.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Agent {
+    /// Id.
+    pub id: AgentId,
+    /// Organization it acts for.
+    pub org: OrgId,
+    /// Display name (Cedar `principal.name`).
+    pub name: String,
+    /// Cedar `principal.tags`.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Lifecycle.
+    pub status: AgentStatus,
+    /// Id part of the current token (lookup key).
+    pub token_id: String,
+    /// SHA-256 (hex) of the whole current token.
+    pub token_digest: String,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// Where a token id points.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct TokenRef {
+    pub org: OrgId,
+    pub agent: AgentId,
+}
+
+/// One stored policy set.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PolicyVersion {
+    /// 1, 2, 3…
+    pub version: u64,
+    /// Cedar text as submitted.
+    pub text: String,
+    /// Who stored it (`user:usr_…`, `system:…`).
+    pub author: String,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// The organization's Stripe key, sealed with the master key.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct RailKey {
+    pub sealed: String,
+    pub mode: String,
+    pub last4: String,
+    pub updated_at: String,
+}
+
+/// Public view of the rail key: never the key itself.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RailInfo {
+    /// `test` or `live`.
+    pub mode: String,
+    /// Last four characters.
+    pub last4: String,
+    /// RFC 3339.
+    pub updated_at: String,
+}
+
+/// Intent states (PROXY.md "Intent states").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IntentStatus {
+    /// Held for human approval.
+    PendingApproval,
+    /// Approved; waiting for the executor.
+    Approved,
+    /// Denied by policy, cap or human.
+    Denied,
+    /// Undecided hold past its expiry.
+    Expired,
+    /// Sent upstream; answer not yet recorded.
+    Forwarding,
+    /// Upstream answered 2xx.
+    Succeeded,
+    /// Upstream answered a definitive 4xx.
+    Failed,
+    /// 5xx, timeout or lost connection: outcome unknown, reservation held.
+    Unknown,
+}
+
+impl IntentStatus {
+    /// snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IntentStatus::PendingApproval => "pending_approval",
+            IntentStatus::Approved => "approved",
+            IntentStatus::Denied => "denied",
+            IntentStatus::Expired => "expired",
+            IntentStatus::Forwarding => "forwarding",
+            IntentStatus::Succeeded => "succeeded",
+            IntentStatus::Failed => "failed",
+            IntentStatus::Unknown => "unknown",
+        }
+    }
+
+    /// Check a transition against the state machine; every change goes through here.
+    pub fn transition(self, to: IntentStatus) -> Result<IntentStatus> {
+        use IntentStatus::*;
+        let ok = matches!(
+            (self, to),
+            (PendingApproval, Approved | Denied | Expired)
+                | (Approved, Forwarding)
+                | (Forwarding, Succeeded | Failed | Unknown)
+                | (Unknown, Forwarding | Succeeded | Failed | Unknown)
+        );
+        if ok {
+            Ok(to)
+        } else {
+            Err(StoreError::Conflict(format!(
+                "intent cannot go from {} to {}",
+                self.as_str(),
+                to.as_str()
+            )))
+        }
+    }
+}
+
+/// An upstream response as the agent received it, stored for replay byte for byte.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// End-to-end headers, in order.
+    pub headers: Vec<(String, String)>,
+    /// Body bytes (base64 in JSON).
+    #[serde(with = "b64")]
+    pub body: Vec<u8>,
+}
+
+/// A human approval or denial of a held intent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    /// The human.
+    pub user: UserId,
+    /// `approve` or `deny`.
+    pub verdict: String,
+    /// Optional comment.
+    pub comment: Option<String>,
+    /// RFC 3339.
+    pub at: String,
+}
+
+/// The amount reserved against caps, and the spend counters it was added to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    /// Minor units.
+    pub amount: i64,
+    /// Spend counter keys incremented by `amount`.
+    pub counters: Vec<String>,
+    /// True once released (failed upstream): counters were decremented.
+    pub released: bool,
+}
+
+/// One decided mutation of an agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Intent {
+    /// Id (`int_…`).
+    pub id: IntentId,
+    /// Organization.
+    pub org: OrgId,
+    /// Agent that submitted it.
+    pub agent: AgentId,
+    /// The agent's Idempotency-Key.
+    pub idempotency_key: String,
+    /// SHA-256 of method, path and body.
+    pub request_digest: String,
+    /// HTTP method.
+    pub method: String,
+    /// Path (no query).
+    pub path: String,
+    /// Operation name (Cedar action).
+    pub operation: String,
+    /// Money movement, other write, or read.
+    pub class: OperationClass,
+    /// Minor units, when the operation carries an amount.
+    pub amount: Option<i64>,
+    /// Lower-case ISO 4217, when it carries one.
+    pub currency: Option<String>,
+    /// Customer / destination / account.
+    pub counterparty: String,
+    /// Stripe metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// The decision.
+    pub decision: Outcome,
+    /// Current state.
+    pub status: IntentStatus,
+    /// Determining policies.
+    pub policies: Vec<String>,
+    /// Exceeded caps.
+    pub caps: Vec<String>,
+    /// Human-readable reason.
+    pub reason: String,
+    /// Distinct human approvals needed (holds).
+    pub approvals_required: u32,
+    /// Human decisions so far.
+    pub approvals: Vec<Approval>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339 of the decision (policy or human).
+    pub decided_at: String,
+    /// Unix seconds after which an undecided hold expires.
+    pub expires_at_unix: Option<i64>,
+    /// Reservation against caps.
+    pub reservation: Option<Reservation>,
+    /// Request bytes, kept for holds (the executor sends them after approval).
+    #[serde(default, with = "b64_opt")]
+    pub request_body: Option<Vec<u8>>,
+    /// Idempotency-Key sent upstream, derived from the intent id.
+    pub upstream_idempotency_key: String,
+    /// Upstream attempts so far.
+    pub attempts: u32,
+    /// Stored upstream response (succeeded / failed).
+    pub response: Option<StoredResponse>,
+    /// Upstream object id, when the response carried one.
+    pub upstream_id: Option<String>,
+}
+
+/// An agent's Idempotency-Key record.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct IdempotencyRecord {
+    pub request_digest: String,
+    pub intent: IntentId,
+    pub created_at: String,
+}
+
+mod b64 {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(v))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        STANDARD.decode(s).map_err(serde::de::Error::custom)
+    }
+}
+
+mod b64_opt {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(b) => s.serialize_some(&STANDARD.encode(b)),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            Some(s) => STANDARD.decode(s).map(Some).map_err(serde::de::Error::custom),
+            None => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IntentStatus::*;
+
+    #[test]
+    fn state_machine_allows_only_spec_transitions() {
+        assert!(PendingApproval.transition(Approved).is_ok());
+        assert!(Forwarding.transition(Unknown).is_ok());
+        assert!(Unknown.transition(Forwarding).is_ok());
+        assert!(Denied.transition(Forwarding).is_err());
+        assert!(Succeeded.transition(Forwarding).is_err());
+        assert!(PendingApproval.transition(Forwarding).is_err());
+        assert!(Expired.transition(Approved).is_err());
+    }
+}

@@ -1,0 +1,101 @@
+//! Table definitions and key layout. Tenant tables are keyed `"{org}|…"`, so every read of tenant
+//! data names its organization (ids never contain `|`).
+
+use redb::{ReadableTable, TableDefinition};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::Result;
+
+type Table = TableDefinition<'static, &'static str, &'static [u8]>;
+
+/// `{org}` → Org
+pub(crate) const ORGS: Table = TableDefinition::new("orgs");
+/// `{user}` → User (users are global; memberships are tenant data)
+pub(crate) const USERS: Table = TableDefinition::new("users");
+/// `{email}` → user id
+pub(crate) const USERS_BY_EMAIL: Table = TableDefinition::new("users_by_email");
+/// `{org}|{user}` → Membership
+pub(crate) const MEMBERS: Table = TableDefinition::new("members");
+/// `{org}|{agent}` → Agent
+pub(crate) const AGENTS: Table = TableDefinition::new("agents");
+/// `{token id}` → TokenRef (org and agent the token belongs to)
+pub(crate) const AGENT_TOKENS: Table = TableDefinition::new("agent_tokens");
+/// `{org}|{version:010}` → PolicyVersion
+pub(crate) const POLICY_VERSIONS: Table = TableDefinition::new("policy_versions");
+/// `{org}|{cap}` → Cap
+pub(crate) const CAPS: Table = TableDefinition::new("caps");
+/// `{org}` → RailKey (sealed)
+pub(crate) const RAIL_KEYS: Table = TableDefinition::new("rail_keys");
+/// `{org}|{intent}` → Intent
+pub(crate) const INTENTS: Table = TableDefinition::new("intents");
+/// `{org}|{agent}|{idempotency key}` → IdempotencyRecord
+pub(crate) const IDEMPOTENCY: Table = TableDefinition::new("idempotency");
+/// `{org}|{scope}|{currency}|{interval}|{window start}|{operation}` → i64 (LE) minor units
+pub(crate) const SPEND: Table = TableDefinition::new("spend");
+/// `{org}|{agent}|{unix second:012}` → u64 (LE) decided requests in that second
+pub(crate) const RATE: Table = TableDefinition::new("rate");
+/// `{org}|{intent}` → empty: intents in `forwarding`, marked `unknown` at the next start
+pub(crate) const IN_FLIGHT: Table = TableDefinition::new("in_flight");
+/// `{org}|{seq:020}` → canonical event JSON (with `hash`)
+pub(crate) const AUDIT: Table = TableDefinition::new("audit");
+/// `{org}` → AuditHead
+pub(crate) const AUDIT_HEADS: Table = TableDefinition::new("audit_heads");
+
+/// Every table, created once at open so read transactions never meet a missing table.
+pub(crate) const ALL: [Table; 16] = [
+    ORGS,
+    USERS,
+    USERS_BY_EMAIL,
+    MEMBERS,
+    AGENTS,
+    AGENT_TOKENS,
+    POLICY_VERSIONS,
+    CAPS,
+    RAIL_KEYS,
+    INTENTS,
+    IDEMPOTENCY,
+    SPEND,
+    RATE,
+    IN_FLIGHT,
+    AUDIT,
+    AUDIT_HEADS,
+];
+
+/// Read and decode one JSON record.
+pub(crate) fn get_json<T: DeserializeOwned>(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<T>> {
+    match table.get(key)? {
+        Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
+        None => Ok(None),
+    }
+}
+
+/// Encode and write one JSON record.
+pub(crate) fn put_json<T: Serialize>(
+    table: &mut redb::Table<'_, &'static str, &'static [u8]>,
+    key: &str,
+    value: &T,
+) -> Result<()> {
+    let bytes = serde_json::to_vec(value)?;
+    table.insert(key, bytes.as_slice())?;
+    Ok(())
+}
+
+/// Decode every JSON record whose key starts with `prefix`, in key order.
+pub(crate) fn scan_json<T: DeserializeOwned>(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    prefix: &str,
+) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    for row in table.range(prefix..)? {
+        let (k, v) = row?;
+        if !k.value().starts_with(prefix) {
+            break;
+        }
+        out.push(serde_json::from_slice(v.value())?);
+    }
+    Ok(out)
+}
