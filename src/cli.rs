@@ -171,9 +171,16 @@ pub enum IntentCmd {
 
 /// Set up `tracing` (text or JSON) to stderr.
 pub fn init_logging(cli: &Cli) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("GUARD_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if cli.log_format == "json" { builder.json().try_init() } else { builder.try_init() };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GUARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if cli.log_format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// Run a parsed command.
@@ -217,10 +224,16 @@ fn print_json(v: serde_json::Value) {
 
 fn store_command(store: &Store, cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
-        Command::Init { org, email, password_stdin, json } => init(store, &org, &email, password_stdin, json),
+        Command::Init {
+            org,
+            email,
+            password_stdin,
+            json,
+        } => init(store, &org, &email, password_stdin, json),
         Command::Agent(a) => agent(store, a),
         Command::Policy(PolicyCmd::Set { org, file, json }) => {
-            let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
             match store.set_policy(&org_id(&org)?, &text, &cli_actor()) {
                 Ok(v) if json => print_json(json!({"version": v})),
                 Ok(v) => println!("policy version {v} is active"),
@@ -232,17 +245,36 @@ fn store_command(store: &Store, cmd: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Cap(CapCmd::Add { org, scope, currency, interval, limit, on_exceed, json }) => {
+        Command::Cap(CapCmd::Add {
+            org,
+            scope,
+            currency,
+            interval,
+            limit,
+            on_exceed,
+            json,
+        }) => {
             let spec = CapSpec {
-                scope: scope.parse::<CapScope>().map_err(|e| anyhow::anyhow!("--scope: {e}"))?,
-                currency: Currency::parse(&currency).map_err(|e| anyhow::anyhow!("--currency: {e}"))?,
-                interval: interval.parse::<CapInterval>().map_err(|e| anyhow::anyhow!("--interval: {e}"))?,
+                scope: scope
+                    .parse::<CapScope>()
+                    .map_err(|e| anyhow::anyhow!("--scope: {e}"))?,
+                currency: Currency::parse(&currency)
+                    .map_err(|e| anyhow::anyhow!("--currency: {e}"))?,
+                interval: interval
+                    .parse::<CapInterval>()
+                    .map_err(|e| anyhow::anyhow!("--interval: {e}"))?,
                 limit,
-                on_exceed: on_exceed.parse::<OnExceed>().map_err(|e| anyhow::anyhow!("--on-exceed: {e}"))?,
+                on_exceed: on_exceed
+                    .parse::<OnExceed>()
+                    .map_err(|e| anyhow::anyhow!("--on-exceed: {e}"))?,
                 operations: None,
             };
             let cap = store.add_cap(&org_id(&org)?, spec, &cli_actor())?;
-            if json { print_json(json!({"cap_id": cap.id})) } else { println!("cap {} added", cap.id) }
+            if json {
+                print_json(json!({"cap_id": cap.id}))
+            } else {
+                println!("cap {} added", cap.id)
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Cap(CapCmd::List { org }) => {
@@ -255,14 +287,19 @@ fn store_command(store: &Store, cmd: Command) -> anyhow::Result<ExitCode> {
             let mut key = String::new();
             std::io::stdin().take(4096).read_to_string(&mut key)?;
             let info = store.set_rail_key(&org_id(&org)?, key.trim(), &cli_actor())?;
-            println!("rail key stored ({} mode, ending {})", info.mode, info.last4);
+            println!(
+                "rail key stored ({} mode, ending {})",
+                info.mode, info.last4
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit(AuditCmd::Verify { org }) => audit_verify(store, org),
         Command::Audit(AuditCmd::Export { org }) => {
             let mut out = std::io::stdout().lock();
             store.audit_export(&org_id(&org)?, |line| {
-                out.write_all(line).and_then(|_| out.write_all(b"\n")).map_err(store::StoreError::from)
+                out.write_all(line)
+                    .and_then(|_| out.write_all(b"\n"))
+                    .map_err(store::StoreError::from)
             })?;
             Ok(ExitCode::SUCCESS)
         }
@@ -277,11 +314,19 @@ fn store_command(store: &Store, cmd: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve | Command::Policy(PolicyCmd::Validate { .. } | PolicyCmd::Schema) => unreachable!("handled before opening the store"),
+        Command::Serve | Command::Policy(PolicyCmd::Validate { .. } | PolicyCmd::Schema) => {
+            unreachable!("handled before opening the store")
+        }
     }
 }
 
-fn init(store: &Store, org: &str, email: &str, password_stdin: bool, json: bool) -> anyhow::Result<ExitCode> {
+fn init(
+    store: &Store,
+    org: &str,
+    email: &str,
+    password_stdin: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let (password, generated) = if password_stdin {
         let mut p = String::new();
         std::io::stdin().take(1024).read_to_string(&mut p)?;
@@ -307,13 +352,15 @@ fn init(store: &Store, org: &str, email: &str, password_stdin: bool, json: bool)
 
 fn agent(store: &Store, cmd: AgentCmd) -> anyhow::Result<ExitCode> {
     let set = |r: AgentRef, status| -> anyhow::Result<ExitCode> {
-        let agent = AgentId::parse(&r.agent).with_context(|| format!("not an agent id: {}", r.agent))?;
+        let agent =
+            AgentId::parse(&r.agent).with_context(|| format!("not an agent id: {}", r.agent))?;
         store.set_agent_status(&org_id(&r.org)?, &agent, status, &cli_actor())?;
         Ok(ExitCode::SUCCESS)
     };
     match cmd {
         AgentCmd::Create { org, name, json } => {
-            let (agent, token) = store.create_agent(&org_id(&org)?, &name, Vec::new(), &cli_actor())?;
+            let (agent, token) =
+                store.create_agent(&org_id(&org)?, &name, Vec::new(), &cli_actor())?;
             if json {
                 print_json(json!({"agent_id": agent.id, "token": token}));
             } else {
@@ -334,10 +381,15 @@ fn print_diagnostics(file: &std::path::Path, diags: &[policies::Diagnostic]) {
 }
 
 fn policy_validate(file: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     match policies::compile(&text) {
         Ok(c) => {
-            println!("{}: valid ({} policies)", file.display(), c.policy_ids().len());
+            println!(
+                "{}: valid ({} policies)",
+                file.display(),
+                c.policy_ids().len()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Err(diags) => {
@@ -360,5 +412,9 @@ fn audit_verify(store: &Store, org: Option<String>) -> anyhow::Result<ExitCode> 
         v["org"] = json!(org);
         print_json(v);
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -31,7 +31,13 @@ pub struct ProxyCfg {
 
 impl Default for ProxyCfg {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:8080".into(), max_body_bytes: 65_536, max_hold_wait_secs: 60, in_flight_wait_ms: 5_000, threads: 2 }
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            max_body_bytes: 65_536,
+            max_hold_wait_secs: 60,
+            in_flight_wait_ms: 5_000,
+            threads: 2,
+        }
     }
 }
 
@@ -45,7 +51,11 @@ pub struct AdminCfg {
 
 impl Default for AdminCfg {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:8081".into(), origin: "http://127.0.0.1:8081".into(), production: false }
+        Self {
+            listen: "127.0.0.1:8081".into(),
+            origin: "http://127.0.0.1:8081".into(),
+            production: false,
+        }
     }
 }
 
@@ -57,7 +67,9 @@ pub struct StoreCfg {
 
 impl Default for StoreCfg {
     fn default() -> Self {
-        Self { data_dir: PathBuf::from("./guard-data") }
+        Self {
+            data_dir: PathBuf::from("./guard-data"),
+        }
     }
 }
 
@@ -70,7 +82,10 @@ pub struct UpstreamCfg {
 
 impl Default for UpstreamCfg {
     fn default() -> Self {
-        Self { base_url: "https://api.stripe.com".into(), timeout_secs: 30 }
+        Self {
+            base_url: "https://api.stripe.com".into(),
+            timeout_secs: 30,
+        }
     }
 }
 
@@ -82,7 +97,9 @@ pub struct HoldsCfg {
 
 impl Default for HoldsCfg {
     fn default() -> Self {
-        Self { expire_after_secs: 86_400 }
+        Self {
+            expire_after_secs: 86_400,
+        }
     }
 }
 
@@ -104,20 +121,26 @@ impl std::fmt::Debug for SecretsCfg {
     }
 }
 
-const SECTIONS: [&str; 7] = ["proxy", "admin", "store", "upstream", "holds", "webhooks", "secrets"];
+const SECTIONS: [&str; 7] = [
+    "proxy", "admin", "store", "upstream", "holds", "webhooks", "secrets",
+];
 
 impl Config {
     /// Load `file` (optional) and apply `GUARD_*` environment overrides.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
         let mut table = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-                toml::from_str::<toml::Table>(&text).with_context(|| format!("{} is not valid TOML", path.display()))?
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                toml::from_str::<toml::Table>(&text)
+                    .with_context(|| format!("{} is not valid TOML", path.display()))?
             }
             None => toml::Table::new(),
         };
         apply_env(&mut table, std::env::vars())?;
-        let cfg: Config = toml::Value::Table(table).try_into().context("invalid configuration")?;
+        let cfg: Config = toml::Value::Table(table)
+            .try_into()
+            .context("invalid configuration")?;
         cfg.check()?;
         Ok(cfg)
     }
@@ -137,11 +160,19 @@ impl Config {
 }
 
 /// `GUARD_PROXY_MAX_BODY_BYTES=1024` → `[proxy] max_body_bytes = 1024`.
-fn apply_env(table: &mut toml::Table, vars: impl Iterator<Item = (String, String)>) -> anyhow::Result<()> {
+fn apply_env(
+    table: &mut toml::Table,
+    vars: impl Iterator<Item = (String, String)>,
+) -> anyhow::Result<()> {
     for (name, raw) in vars {
-        let Some(rest) = name.strip_prefix("GUARD_") else { continue };
+        let Some(rest) = name.strip_prefix("GUARD_") else {
+            continue;
+        };
         let rest = rest.to_ascii_lowercase();
-        let Some((section, key)) = SECTIONS.iter().find_map(|s| Some((*s, rest.strip_prefix(s)?.strip_prefix('_')?))) else {
+        let Some((section, key)) = SECTIONS
+            .iter()
+            .find_map(|s| Some((*s, rest.strip_prefix(s)?.strip_prefix('_')?)))
+        else {
             bail!("unknown configuration variable {name}");
         };
         let value = if let Ok(i) = raw.parse::<i64>() {
@@ -151,8 +182,12 @@ fn apply_env(table: &mut toml::Table, vars: impl Iterator<Item = (String, String
         } else {
             toml::Value::String(raw)
         };
-        let entry = table.entry(section.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        let Some(sec) = entry.as_table_mut() else { bail!("[{section}] must be a table") };
+        let entry = table
+            .entry(section.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let Some(sec) = entry.as_table_mut() else {
+            bail!("[{section}] must be a table")
+        };
         sec.insert(key.to_string(), value);
     }
     Ok(())
@@ -164,7 +199,10 @@ mod tests {
 
     fn load_with(toml_text: &str, env: &[(&str, &str)]) -> anyhow::Result<Config> {
         let mut t: toml::Table = toml::from_str(toml_text)?;
-        apply_env(&mut t, env.iter().map(|(a, b)| (a.to_string(), b.to_string())))?;
+        apply_env(
+            &mut t,
+            env.iter().map(|(a, b)| (a.to_string(), b.to_string())),
+        )?;
         let c: Config = toml::Value::Table(t).try_into()?;
         c.check()?;
         Ok(c)
@@ -183,7 +221,14 @@ mod tests {
 
     #[test]
     fn env_overrides_file() {
-        let c = load_with("[proxy]\nlisten = \"0.0.0.0:1\"\n", &[("GUARD_PROXY_LISTEN", "127.0.0.1:9"), ("GUARD_PROXY_MAX_BODY_BYTES", "1024")]).unwrap();
+        let c = load_with(
+            "[proxy]\nlisten = \"0.0.0.0:1\"\n",
+            &[
+                ("GUARD_PROXY_LISTEN", "127.0.0.1:9"),
+                ("GUARD_PROXY_MAX_BODY_BYTES", "1024"),
+            ],
+        )
+        .unwrap();
         assert_eq!(c.proxy.listen, "127.0.0.1:9");
         assert_eq!(c.proxy.max_body_bytes, 1024);
     }

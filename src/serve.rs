@@ -17,7 +17,10 @@ pub fn generate_password() -> String {
     const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     let mut bytes = [0u8; 20];
     getrandom::fill(&mut bytes).expect("the operating system's random generator failed");
-    let mut p: String = bytes.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect();
+    let mut p: String = bytes
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect();
     // Guarantee a letter and a digit whatever the draw.
     p.replace_range(0..2, "a7");
     p
@@ -29,7 +32,10 @@ pub fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     bootstrap_if_empty(&store, &cfg)?;
     let recovered = store.recover_in_flight()?;
     if recovered > 0 {
-        tracing::warn!(recovered, "intents left forwarding by the previous process are now unknown");
+        tracing::warn!(
+            recovered,
+            "intents left forwarding by the previous process are now unknown"
+        );
     }
     let upstream = Arc::new(Upstream::parse(&cfg.upstream.base_url).map_err(anyhow::Error::msg)?);
     let settings = ProxySettings {
@@ -50,8 +56,13 @@ pub fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let guard = Guard::new(store.clone(), upstream, settings, events);
-    let mut proxy_service = pingora::proxy::http_proxy_service_with_name(&server.configuration, guard, "payment-guard proxy");
+    let committer = store::Committer::start(store.clone(), store::WriterLimits::default());
+    let guard = Guard::new(store.clone(), committer, upstream, settings, events);
+    let mut proxy_service = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        guard,
+        "payment-guard proxy",
+    );
     proxy_service.add_tcp(&cfg.proxy.listen);
     server.add_service(proxy_service);
     tracing::info!(proxy = %cfg.proxy.listen, upstream = %cfg.upstream.base_url, data_dir = %cfg.store.data_dir.display(), "payment guard starting");
@@ -70,7 +81,10 @@ fn bootstrap_if_empty(store: &store::Store, cfg: &Config) -> anyhow::Result<()> 
     let (org, user) = store
         .init_org_with_owner("My organization", "owner@example.com", &password)
         .context("first-start bootstrap failed")?;
-    println!("First start: created organization {} and its owner.", org.id);
+    println!(
+        "First start: created organization {} and its owner.",
+        org.id
+    );
     println!("  email:    {}", user.email);
     println!("  password: {password}   (shown once; change it after signing in)");
     println!("  console:  {}/", cfg.admin.origin);

@@ -206,9 +206,12 @@ impl Cap {
         };
         let operation_matches = match &self.operations {
             None => facts.class == OperationClass::MoveMoney,
-            Some(list) => list.iter().any(|op| *op == facts.operation),
+            Some(list) => list.contains(&facts.operation),
         };
-        facts.counts_toward_caps && amount.currency == self.currency && scope_matches && operation_matches
+        facts.counts_toward_caps
+            && amount.currency == self.currency
+            && scope_matches
+            && operation_matches
     }
 
     /// Whether `amount_minor` on top of `spent_before` exceeds the limit. A sum that overflows
@@ -243,9 +246,9 @@ pub fn window_start(interval: CapInterval, now_unix: i64) -> i64 {
     let first_day = match interval {
         CapInterval::PerTransaction | CapInterval::AllTime => return 0,
         CapInterval::Daily => Some(today),
-        CapInterval::Weekly => {
-            today.checked_sub(Duration::days(i64::from(today.weekday().number_days_from_monday())))
-        }
+        CapInterval::Weekly => today.checked_sub(Duration::days(i64::from(
+            today.weekday().number_days_from_monday(),
+        ))),
         CapInterval::Monthly => today.replace_day(1).ok(),
     };
     first_day.map_or(i64::MIN, |day| day.midnight().assume_utc().unix_timestamp())
@@ -264,6 +267,7 @@ mod tests {
     #[test]
     fn windows_at_utc_boundaries() {
         use CapInterval::*;
+        #[rustfmt::skip]
         let cases = [
             (Daily, ts(datetime!(2024-03-10 23:59:59)), ts(datetime!(2024-03-10 00:00:00))),
             (Daily, ts(datetime!(2024-03-11 00:00:00)), ts(datetime!(2024-03-11 00:00:00))),
@@ -317,7 +321,10 @@ mod tests {
         for (interval, limit, amount, spent, want) in cases {
             let check = cap(interval, limit, OnExceed::Deny).check(amount, spent);
             assert_eq!(check.exceeded, want, "{interval} {limit} {amount} {spent}");
-            assert_eq!((check.spent_before, check.limit, check.cap_id.as_str()), (spent, limit, "cap_1"));
+            assert_eq!(
+                (check.spent_before, check.limit, check.cap_id.as_str()),
+                (spent, limit, "cap_1")
+            );
         }
         let held = cap(Daily, 10, OnExceed::default()).check(11, 0);
         assert_eq!(held.exceeded, Some(OnExceed::Hold));
@@ -326,15 +333,22 @@ mod tests {
     #[test]
     fn applies_to_matching_requests_only() {
         let facts = |method, path, body: &str| {
-            crate::classify::classify(method, path, body.as_bytes(), &FormLimits::default()).unwrap()
+            crate::classify::classify(method, path, body.as_bytes(), &FormLimits::default())
+                .unwrap()
         };
         let pay = facts("POST", "/v1/payment_intents", "amount=100&currency=usd");
         let eur = facts("POST", "/v1/payment_intents", "amount=100&currency=eur");
         let confirm = facts("POST", "/v1/payment_intents/pi_1/confirm", "");
         let refund = facts("POST", "/v1/refunds", "amount=100&currency=usd&charge=ch_1");
         let org = cap(CapInterval::Daily, 1, OnExceed::Hold);
-        let agent = Cap { scope: CapScope::Agent("agt_1".into()), ..org.clone() };
-        let refunds_only = Cap { operations: Some(vec!["refunds.create".into()]), ..org.clone() };
+        let agent = Cap {
+            scope: CapScope::Agent("agt_1".into()),
+            ..org.clone()
+        };
+        let refunds_only = Cap {
+            operations: Some(vec!["refunds.create".into()]),
+            ..org.clone()
+        };
         let cases = [
             (&org, &pay, "agt_1", true),
             (&org, &eur, "agt_1", false),
@@ -345,7 +359,23 @@ mod tests {
             (&refunds_only, &refund, "agt_1", true),
         ];
         for (cap, facts, agent_id, want) in cases {
-            assert_eq!(cap.applies_to(facts, agent_id), want, "{} {} {agent_id}", cap.scope, facts.operation);
+            assert_eq!(
+                cap.applies_to(facts, agent_id),
+                want,
+                "{} {} {agent_id}",
+                cap.scope,
+                facts.operation
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn window_contains_now(now in proptest::prelude::any::<i64>()) {
+            for interval in CapInterval::ALL {
+                let start = window_start(interval, now);
+                proptest::prop_assert!(start <= now || start == 0, "{interval} {now} {start}");
+            }
         }
     }
 
@@ -366,7 +396,10 @@ mod tests {
         let json = r#"{"id":"cap_1","scope":"agent:agt_7","currency":"usd","interval":"daily","limit":500}"#;
         let cap: Cap = serde_json::from_str(json).unwrap();
         assert_eq!(cap.scope, CapScope::Agent("agt_7".into()));
-        assert_eq!((cap.on_exceed, cap.operations.clone()), (OnExceed::Hold, None));
+        assert_eq!(
+            (cap.on_exceed, cap.operations.clone()),
+            (OnExceed::Hold, None)
+        );
         let again: Cap = serde_json::from_value(serde_json::to_value(&cap).unwrap()).unwrap();
         assert_eq!(again, cap);
         assert!(serde_json::from_str::<Cap>(&json.replace("agent:agt_7", "team")).is_err());

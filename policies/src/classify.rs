@@ -105,7 +105,9 @@ pub enum FactsError {
     #[error("line items must all use the same currency")]
     MixedCurrencies,
     /// A checkout line item priced by a stored Price id, whose amount the guard cannot see.
-    #[error("line_items[{index}] uses a stored `price`; give `price_data[unit_amount]` and `price_data[currency]` so the guard can value it")]
+    #[error(
+        "line_items[{index}] uses a stored `price`; give `price_data[unit_amount]` and `price_data[currency]` so the guard can value it"
+    )]
     UnvaluedLineItem {
         /// Index of the line item.
         index: usize,
@@ -125,6 +127,17 @@ struct Money {
     counterparty: String,
 }
 
+impl Money {
+    /// A request that moves no new money.
+    fn none() -> Money {
+        Money {
+            amount: None,
+            counts_toward_caps: false,
+            counterparty: String::new(),
+        }
+    }
+}
+
 type Extractor = fn(&FormValue) -> Result<Money, FactsError>;
 
 /// One row of the classification table.
@@ -137,6 +150,7 @@ struct Route {
 }
 
 /// PROXY.md "Classify": the money operations. Everything else is a generic read or write.
+#[rustfmt::skip]
 const ROUTES: &[Route] = &[
     route("/v1/payment_intents", "payment_intents.create", payment_intent_create),
     route("/v1/payment_intents/{id}", "payment_intents.update", payment_intent_update),
@@ -147,6 +161,13 @@ const ROUTES: &[Route] = &[
     route("/v1/transfers", "transfers.create", transfer_create),
     route("/v1/payouts", "payouts.create", payout_create),
     route("/v1/checkout/sessions", "checkout.sessions.create", checkout_create),
+];
+
+/// Who a payment intent pays or charges, in order of preference.
+const PAYMENT_INTENT_COUNTERPARTY: &[&[&str]] = &[
+    &["customer"],
+    &["transfer_data", "destination"],
+    &["on_behalf_of"],
 ];
 
 const fn route(pattern: &'static str, operation: &'static str, extract: Extractor) -> Route {
@@ -166,27 +187,8 @@ pub fn classify(
     limits: &FormLimits,
 ) -> Result<RequestFacts, FactsError> {
     let segments = path_segments(path)?;
-    let class_of = |class, operation: &str| (class, operation.to_owned());
-    let (form, (class, operation), money) = match method {
-        "GET" => (None, class_of(OperationClass::Read, READ_OPERATION), None),
-        "POST" | "DELETE" => {
-            let form = parse_form(body, limits)?;
-            let (operation, money) = match find_route(method, &segments)? {
-                Some(route) => (class_of(OperationClass::MoveMoney, route.operation), Some((route.extract)(&form)?)),
-                None => (class_of(OperationClass::Write, WRITE_OPERATION), None),
-            };
-            (Some(form), operation, money)
-        }
-        other => return Err(FactsError::UnsupportedMethod(truncate(other))),
-    };
-    let metadata = form.as_ref().map(metadata).transpose()?.unwrap_or_default();
-    let money = money.unwrap_or(Money {
-        amount: None,
-        counts_toward_caps: false,
-        counterparty: String::new(),
-    });
-    Ok(RequestFacts {
-        operation,
+    let facts = |class, operation: &str, money: Money, metadata| RequestFacts {
+        operation: operation.to_owned(),
         class,
         method: method.to_owned(),
         path: path.to_owned(),
@@ -194,7 +196,38 @@ pub fn classify(
         counts_toward_caps: money.counts_toward_caps,
         counterparty: money.counterparty,
         metadata,
-    })
+    };
+    match method {
+        // Stripe ignores GET bodies, so the guard does too.
+        "GET" => Ok(facts(
+            OperationClass::Read,
+            READ_OPERATION,
+            Money::none(),
+            BTreeMap::new(),
+        )),
+        "POST" | "DELETE" => {
+            let form = parse_form(body, limits)?;
+            let metadata = metadata(&form)?;
+            match find_route(method, &segments)? {
+                Some(route) => {
+                    let money = (route.extract)(&form)?;
+                    Ok(facts(
+                        OperationClass::MoveMoney,
+                        route.operation,
+                        money,
+                        metadata,
+                    ))
+                }
+                None => Ok(facts(
+                    OperationClass::Write,
+                    WRITE_OPERATION,
+                    Money::none(),
+                    metadata,
+                )),
+            }
+        }
+        other => Err(FactsError::UnsupportedMethod(truncate(other))),
+    }
 }
 
 /// Splits `/v1/a/b` into segments, refusing anything Stripe might route differently from how
@@ -210,9 +243,14 @@ fn path_segments(path: &str) -> Result<Vec<&str>, FactsError> {
     let valid = |s: &&str| {
         !s.is_empty()
             && !s.bytes().all(|b| b == b'.')
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
     };
-    if segments.iter().all(valid) { Ok(segments) } else { Err(bad()) }
+    if segments.iter().all(valid) {
+        Ok(segments)
+    } else {
+        Err(bad())
+    }
 }
 
 /// The money route for this request, if any. Literal segments compare case-insensitively and
@@ -231,11 +269,16 @@ fn find_route(method: &str, segments: &[&str]) -> Result<Option<&'static Route>,
         if !literals_match {
             continue;
         }
-        let ids_ok = pattern.iter().zip(segments).filter(|(p, _)| **p == "{id}").all(|(_, s)| {
-            s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        });
+        let ids_ok = pattern
+            .iter()
+            .zip(segments)
+            .filter(|(p, _)| **p == "{id}")
+            .all(|(_, s)| s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
         if !ids_ok {
-            return Err(FactsError::BadPath(truncate(&format!("/{}", segments.join("/")))));
+            return Err(FactsError::BadPath(truncate(&format!(
+                "/{}",
+                segments.join("/")
+            ))));
         }
         return Ok(Some(route));
     }
@@ -246,15 +289,15 @@ fn payment_intent_create(form: &FormValue) -> Result<Money, FactsError> {
     Ok(Money {
         amount: Some(required_amount(form, "amount")?),
         counts_toward_caps: true,
-        counterparty: counterparty(form, &[&["customer"], &["transfer_data", "destination"], &["on_behalf_of"]])?,
+        counterparty: counterparty(form, PAYMENT_INTENT_COUNTERPARTY)?,
     })
 }
 
 /// An update only moves money when it changes the amount; then the currency must be stated.
 fn payment_intent_update(form: &FormValue) -> Result<Money, FactsError> {
-    let amount = match str_at(form, &["amount"])? {
-        Some(raw) => Some(Amount {
-            minor: parse_minor("amount", raw)?,
+    let amount = match optional_minor(form, &["amount"])? {
+        Some(minor) => Some(Amount {
+            minor,
             currency: required_currency(form, &["currency"])?,
         }),
         None => None,
@@ -262,25 +305,19 @@ fn payment_intent_update(form: &FormValue) -> Result<Money, FactsError> {
     Ok(Money {
         counts_toward_caps: amount.is_some(),
         amount,
-        counterparty: counterparty(form, &[&["customer"], &["transfer_data", "destination"], &["on_behalf_of"]])?,
+        counterparty: counterparty(form, PAYMENT_INTENT_COUNTERPARTY)?,
     })
 }
 
 /// Confirming moves the amount already decided (and counted) at creation.
 fn no_new_amount(_form: &FormValue) -> Result<Money, FactsError> {
-    Ok(Money {
-        amount: None,
-        counts_toward_caps: false,
-        counterparty: String::new(),
-    })
+    Ok(Money::none())
 }
 
 /// Capture takes at most the authorized amount, counted at creation; Stripe's capture has no
 /// currency parameter, so the amount is only checked, not reported.
 fn capture(form: &FormValue) -> Result<Money, FactsError> {
-    if let Some(raw) = str_at(form, &["amount_to_capture"])? {
-        parse_minor("amount_to_capture", raw)?;
-    }
+    optional_minor(form, &["amount_to_capture"])?;
     no_new_amount(form)
 }
 
@@ -293,7 +330,14 @@ fn charge_create(form: &FormValue) -> Result<Money, FactsError> {
     Ok(Money {
         amount: Some(required_amount(form, "amount")?),
         counts_toward_caps: true,
-        counterparty: counterparty(form, &[&["customer"], destination, &["transfer_data", "destination"]])?,
+        counterparty: counterparty(
+            form,
+            &[
+                &["customer"],
+                destination,
+                &["transfer_data", "destination"],
+            ],
+        )?,
     })
 }
 
@@ -320,26 +364,31 @@ fn payout_create(form: &FormValue) -> Result<Money, FactsError> {
 }
 
 fn checkout_create(form: &FormValue) -> Result<Money, FactsError> {
-    let items = match form.get("line_items") {
+    let count = match form.get("line_items") {
         None => return Err(FactsError::MissingField("line_items".into())),
-        Some(FormValue::List(items)) if !items.is_empty() => items,
+        Some(FormValue::List(items)) if !items.is_empty() => items.len(),
         Some(_) => return Err(FactsError::BadShape("line_items".into())),
     };
     let mut currency = optional_currency(form, &["currency"])?;
     let mut total: i64 = 0;
-    for (index, item) in items.iter().enumerate() {
-        let (minor, item_currency) = line_item_value(item, index)?;
+    for index in 0..count {
+        let (minor, item_currency) = line_item_value(form, index)?;
         if *currency.get_or_insert_with(|| item_currency.clone()) != item_currency {
             return Err(FactsError::MixedCurrencies);
         }
-        total = total.checked_add(minor).ok_or_else(|| FactsError::BadAmount {
-            field: "line_items".into(),
-            value: "sum of line items overflows".into(),
-        })?;
+        total = total
+            .checked_add(minor)
+            .ok_or_else(|| FactsError::BadAmount {
+                field: "line_items".into(),
+                value: "sum of line items overflows".into(),
+            })?;
     }
     Ok(Money {
-        // `items` is non-empty, so the loop set `currency`.
-        amount: currency.map(|currency| Amount { minor: total, currency }),
+        // `count` is at least 1, so the loop set `currency`.
+        amount: currency.map(|currency| Amount {
+            minor: total,
+            currency,
+        }),
         counts_toward_caps: true,
         counterparty: counterparty(form, &[&["customer"]])?,
     })
@@ -347,65 +396,60 @@ fn checkout_create(form: &FormValue) -> Result<Money, FactsError> {
 
 /// `unit_amount` × the most the customer can buy: `quantity` (default 1), or
 /// `adjustable_quantity[maximum]` when the customer may raise it.
-fn line_item_value(item: &FormValue, index: usize) -> Result<(i64, Currency), FactsError> {
-    let prefix = format!("line_items[{index}]");
-    if item.get("price").is_some() {
+fn line_item_value(form: &FormValue, index: usize) -> Result<(i64, Currency), FactsError> {
+    let index_text = index.to_string();
+    let item = |rest: &[&'static str]| item_path(&index_text, rest);
+    if form.path(&item(&["price"])).is_some() {
         return Err(FactsError::UnvaluedLineItem { index });
     }
-    let price_data = match item.get("price_data") {
-        Some(map @ FormValue::Map(_)) => map,
-        Some(_) => return Err(FactsError::BadShape(format!("{prefix}[price_data]"))),
-        None => return Err(FactsError::MissingField(format!("{prefix}[price_data][unit_amount]"))),
-    };
-    let unit_field = format!("{prefix}[price_data][unit_amount]");
-    let unit = match str_at(price_data, &["unit_amount"]).map_err(|_| FactsError::BadShape(unit_field.clone()))? {
-        Some(raw) => parse_minor(&unit_field, raw)?,
-        None => return Err(FactsError::MissingField(unit_field)),
-    };
-    let currency = match str_at(price_data, &["currency"]).map_err(|_| FactsError::BadShape(format!("{prefix}[price_data][currency]")))? {
-        Some(raw) => Currency::parse(raw)?,
-        None => return Err(FactsError::MissingField(format!("{prefix}[price_data][currency]"))),
-    };
-    let quantity = max_quantity(item, &prefix)?;
-    let minor = unit.checked_mul(quantity).ok_or_else(|| FactsError::BadAmount {
-        field: format!("{prefix}[quantity]"),
-        value: "unit_amount × quantity overflows".into(),
-    })?;
+    let unit = required_minor(form, &item(&["price_data", "unit_amount"]))?;
+    let currency = Currency::parse(required_str(form, &item(&["price_data", "currency"]))?)?;
+    let mut quantity = optional_minor(form, &item(&["quantity"]))?.unwrap_or(1);
+    if str_at(form, &item(&["adjustable_quantity", "enabled"]))? == Some("true") {
+        let maximum = optional_minor(form, &item(&["adjustable_quantity", "maximum"]))?;
+        quantity = quantity.max(maximum.unwrap_or(CHECKOUT_DEFAULT_MAX_QUANTITY));
+    }
+    let minor = unit
+        .checked_mul(quantity)
+        .ok_or_else(|| FactsError::BadAmount {
+            field: field_name(&item(&["quantity"])),
+            value: "unit_amount × quantity overflows".into(),
+        })?;
     Ok((minor, currency))
 }
 
-fn max_quantity(item: &FormValue, prefix: &str) -> Result<i64, FactsError> {
-    let field = |name: &str| format!("{prefix}[{name}]");
-    let shape = |name: &'static str| move |_| FactsError::BadShape(field(name));
-    let quantity = match str_at(item, &["quantity"]).map_err(shape("quantity"))? {
-        Some(raw) => parse_minor(&field("quantity"), raw)?,
-        None => 1,
-    };
-    let adjustable = str_at(item, &["adjustable_quantity", "enabled"]).map_err(shape("adjustable_quantity"))?;
-    if adjustable != Some("true") {
-        return Ok(quantity);
-    }
-    let maximum = match str_at(item, &["adjustable_quantity", "maximum"]).map_err(shape("adjustable_quantity"))? {
-        Some(raw) => parse_minor(&format!("{prefix}[adjustable_quantity][maximum]"), raw)?,
-        None => CHECKOUT_DEFAULT_MAX_QUANTITY,
-    };
-    Ok(quantity.max(maximum))
+/// `["line_items", index, rest...]`
+fn item_path<'a>(index: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+    ["line_items", index]
+        .into_iter()
+        .chain(rest.iter().copied())
+        .collect()
 }
 
 /// `amount` and `currency`, both required.
 fn required_amount(form: &FormValue, field: &'static str) -> Result<Amount, FactsError> {
-    let raw = str_at(form, &[field])?.ok_or_else(|| FactsError::MissingField(field.into()))?;
-    let minor = parse_minor(field, raw)?;
-    let currency = required_currency(form, &["currency"])?;
-    Ok(Amount { minor, currency })
+    Ok(Amount {
+        minor: required_minor(form, &[field])?,
+        currency: required_currency(form, &["currency"])?,
+    })
 }
 
 fn required_currency(form: &FormValue, path: &[&str]) -> Result<Currency, FactsError> {
-    optional_currency(form, path)?.ok_or_else(|| FactsError::MissingField(field_name(path)))
+    Currency::parse(required_str(form, path)?)
 }
 
 fn optional_currency(form: &FormValue, path: &[&str]) -> Result<Option<Currency>, FactsError> {
     str_at(form, path)?.map(Currency::parse).transpose()
+}
+
+fn required_minor(form: &FormValue, path: &[&str]) -> Result<i64, FactsError> {
+    parse_minor(&field_name(path), required_str(form, path)?)
+}
+
+fn optional_minor(form: &FormValue, path: &[&str]) -> Result<Option<i64>, FactsError> {
+    str_at(form, path)?
+        .map(|raw| parse_minor(&field_name(path), raw))
+        .transpose()
 }
 
 /// Minor units: ASCII digits only (no sign, no decimal point), at most [`MAX_AMOUNT_MINOR`].
@@ -433,6 +477,10 @@ fn counterparty(form: &FormValue, candidates: &[&[&str]]) -> Result<String, Fact
     Ok(String::new())
 }
 
+fn required_str<'a>(form: &'a FormValue, path: &[&str]) -> Result<&'a str, FactsError> {
+    str_at(form, path)?.ok_or_else(|| FactsError::MissingField(field_name(path)))
+}
+
 /// A scalar parameter; present with another shape is an error, not "absent".
 fn str_at<'a>(form: &'a FormValue, path: &[&str]) -> Result<Option<&'a str>, FactsError> {
     match form.path(path) {
@@ -452,7 +500,11 @@ fn metadata(form: &FormValue) -> Result<BTreeMap<String, String>, FactsError> {
         None => Ok(BTreeMap::new()),
         Some(FormValue::Str(s)) if s.is_empty() => Ok(BTreeMap::new()),
         Some(FormValue::Map(map)) => map.iter().map(|(k, v)| scalar(k.clone(), v)).collect(),
-        Some(FormValue::List(list)) => list.iter().enumerate().map(|(i, v)| scalar(i.to_string(), v)).collect(),
+        Some(FormValue::List(list)) => list
+            .iter()
+            .enumerate()
+            .map(|(i, v)| scalar(i.to_string(), v))
+            .collect(),
         Some(FormValue::Str(_)) => Err(FactsError::BadShape("metadata".into())),
     }
 }
@@ -460,7 +512,9 @@ fn metadata(form: &FormValue) -> Result<BTreeMap<String, String>, FactsError> {
 /// `["a", "b", "c"]` → `a[b][c]`.
 fn field_name(path: &[&str]) -> String {
     match path.split_first() {
-        Some((first, rest)) => rest.iter().fold((*first).to_owned(), |acc, p| format!("{acc}[{p}]")),
+        Some((first, rest)) => rest
+            .iter()
+            .fold((*first).to_owned(), |acc, p| format!("{acc}[{p}]")),
         None => String::new(),
     }
 }

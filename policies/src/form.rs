@@ -207,11 +207,15 @@ fn decode_pair(pair: &[u8]) -> Result<(String, String), FormError> {
     let lossy = || truncate(&String::from_utf8_lossy(raw_key));
     let key = decode(raw_key)
         .ok_or_else(|| FormError::BadPercentEncoding { param: lossy() })
-        .and_then(|bytes| String::from_utf8(bytes).map_err(|_| FormError::BadUtf8 { param: lossy() }))?;
+        .and_then(|bytes| {
+            String::from_utf8(bytes).map_err(|_| FormError::BadUtf8 { param: lossy() })
+        })?;
     let param = || truncate(&key);
     let value = decode(raw_value)
         .ok_or_else(|| FormError::BadPercentEncoding { param: param() })
-        .and_then(|bytes| String::from_utf8(bytes).map_err(|_| FormError::BadUtf8 { param: param() }))?;
+        .and_then(|bytes| {
+            String::from_utf8(bytes).map_err(|_| FormError::BadUtf8 { param: param() })
+        })?;
     Ok((key, value))
 }
 
@@ -225,13 +229,22 @@ fn decode(raw: &[u8]) -> Option<Vec<u8>> {
     if !escapes_ok {
         return None;
     }
-    let spaced: Vec<u8> = raw.iter().map(|&b| if b == b'+' { b' ' } else { b }).collect();
+    let spaced: Vec<u8> = raw
+        .iter()
+        .map(|&b| if b == b'+' { b' ' } else { b })
+        .collect();
     Some(percent_encoding::percent_decode(&spaced).collect())
 }
 
 /// Splits `name[a][0][]` into the name and its segments.
-fn parse_key(key: &str, max_depth: usize, max_index: usize) -> Result<(&str, Vec<Segment>), FormError> {
-    let bad = || FormError::BadName { param: truncate(key) };
+fn parse_key(
+    key: &str,
+    max_depth: usize,
+    max_index: usize,
+) -> Result<(&str, Vec<Segment>), FormError> {
+    let bad = || FormError::BadName {
+        param: truncate(key),
+    };
     let name_end = key.find('[').unwrap_or(key.len());
     let (name, mut rest) = key.split_at(name_end);
     if name.is_empty() || name.contains(']') {
@@ -245,12 +258,19 @@ fn parse_key(key: &str, max_depth: usize, max_index: usize) -> Result<(&str, Vec
             return Err(bad());
         }
         if segments.len() == max_depth {
-            return Err(FormError::TooDeep { param: truncate(key), max: max_depth });
+            return Err(FormError::TooDeep {
+                param: truncate(key),
+                max: max_depth,
+            });
         }
         segments.push(segment(inner, key, max_index)?);
         rest = &after_open[close + 1..];
     }
-    if rest.is_empty() { Ok((name, segments)) } else { Err(bad()) }
+    if rest.is_empty() {
+        Ok((name, segments))
+    } else {
+        Err(bad())
+    }
 }
 
 fn segment(inner: &str, key: &str, max_index: usize) -> Result<Segment, FormError> {
@@ -263,7 +283,9 @@ fn segment(inner: &str, key: &str, max_index: usize) -> Result<Segment, FormErro
     // A body of at most `max_index` pairs cannot fill a list longer than that.
     match inner.parse::<usize>() {
         Ok(index) if index < max_index => Ok(Segment::Index(index)),
-        _ => Err(FormError::IndexTooLarge { param: truncate(key) }),
+        _ => Err(FormError::IndexTooLarge {
+            param: truncate(key),
+        }),
     }
 }
 
@@ -284,8 +306,12 @@ fn insert(
             *slot = Node::Str(value);
             Ok(())
         }
-        Node::Str(_) => Err(FormError::Duplicate { param: truncate(key) }),
-        Node::Map(_) | Node::List(_) => Err(FormError::Conflict { param: truncate(key) }),
+        Node::Str(_) => Err(FormError::Duplicate {
+            param: truncate(key),
+        }),
+        Node::Map(_) | Node::List(_) => Err(FormError::Conflict {
+            param: truncate(key),
+        }),
     }
 }
 
@@ -297,7 +323,9 @@ fn child<'a>(slot: &'a mut Node, segment: &Segment, key: &str) -> Result<&'a mut
             Segment::Index(_) | Segment::Append => Node::List(BTreeMap::new()),
         };
     }
-    let conflict = || FormError::Conflict { param: truncate(key) };
+    let conflict = || FormError::Conflict {
+        param: truncate(key),
+    };
     match (slot, segment) {
         (Node::Map(map), Segment::Name(name)) => Ok(map.entry(name.clone()).or_insert(Node::Empty)),
         (Node::List(list), Segment::Index(index)) => Ok(list.entry(*index).or_insert(Node::Empty)),
@@ -309,12 +337,18 @@ fn child<'a>(slot: &'a mut Node, segment: &Segment, key: &str) -> Result<&'a mut
 /// `a[]=x`: a new element after the highest index so far.
 fn append<'a>(list: &'a mut BTreeMap<usize, Node>, key: &str) -> Result<&'a mut Node, FormError> {
     let next = match list.last_key_value() {
-        Some((last, _)) => last.checked_add(1).ok_or_else(|| FormError::IndexTooLarge { param: truncate(key) })?,
+        Some((last, _)) => last
+            .checked_add(1)
+            .ok_or_else(|| FormError::IndexTooLarge {
+                param: truncate(key),
+            })?,
         None => 0,
     };
     match list.entry(next) {
         Entry::Vacant(vacant) => Ok(vacant.insert(Node::Empty)),
-        Entry::Occupied(_) => Err(FormError::Conflict { param: truncate(key) }),
+        Entry::Occupied(_) => Err(FormError::Conflict {
+            param: truncate(key),
+        }),
     }
 }
 
@@ -331,7 +365,11 @@ fn finish(node: Node, param: &str) -> Result<FormValue, FormError> {
 fn finish_map(map: BTreeMap<String, Node>, param: &str) -> Result<FormValue, FormError> {
     let mut out = BTreeMap::new();
     for (name, node) in map {
-        let path = if param.is_empty() { name.clone() } else { format!("{param}[{name}]") };
+        let path = if param.is_empty() {
+            name.clone()
+        } else {
+            format!("{param}[{name}]")
+        };
         out.insert(name, finish(node, &path)?);
     }
     Ok(FormValue::Map(out))
@@ -339,9 +377,14 @@ fn finish_map(map: BTreeMap<String, Node>, param: &str) -> Result<FormValue, For
 
 /// Indices may arrive in any order but must end up exactly `0..n`.
 fn finish_list(list: BTreeMap<usize, Node>, param: &str) -> Result<FormValue, FormError> {
-    let dense = list.keys().enumerate().all(|(position, &index)| position == index);
+    let dense = list
+        .keys()
+        .enumerate()
+        .all(|(position, &index)| position == index);
     if !dense {
-        return Err(FormError::SparseList { param: truncate(param) });
+        return Err(FormError::SparseList {
+            param: truncate(param),
+        });
     }
     let mut out = Vec::with_capacity(list.len());
     for (index, node) in list {
@@ -373,6 +416,7 @@ mod tests {
 
     #[test]
     fn accepted_bodies() {
+        #[rustfmt::skip]
         let cases: &[(&str, &[&str], FormValue)] = &[
             ("a=1", &["a"], s("1")),
             ("metadata[order]=42", &["metadata", "order"], s("42")),
@@ -399,7 +443,10 @@ mod tests {
     fn shapes() {
         assert_eq!(parse("").unwrap(), FormValue::Map(BTreeMap::new()));
         let root = parse("expand[]=x&expand[]=y&a[b][c]=1").unwrap();
-        assert_eq!(root.get("expand").unwrap().as_list().unwrap(), &[s("x"), s("y")]);
+        assert_eq!(
+            root.get("expand").unwrap().as_list().unwrap(),
+            &[s("x"), s("y")]
+        );
         assert!(root.get("a").unwrap().as_map().unwrap().contains_key("b"));
         assert_eq!(root.path(&["expand", "01"]), None);
         assert_eq!(root.path(&["expand", "2"]), None);
@@ -408,7 +455,10 @@ mod tests {
 
     #[test]
     fn refused_bodies() {
-        let bad_name = |p: &str| FormError::BadName { param: p.to_owned() };
+        let bad_name = |p: &str| FormError::BadName {
+            param: p.to_owned(),
+        };
+        #[rustfmt::skip]
         let cases: &[(&str, FormError)] = &[
             ("amount=1&amount=2", FormError::Duplicate { param: "amount".into() }),
             ("a[b]=1&a[b]=1", FormError::Duplicate { param: "a[b]".into() }),
@@ -457,19 +507,31 @@ mod tests {
         let ok = format!("a{}=1", "[x]".repeat(8));
         assert!(parse(&ok).is_ok());
         let deep = format!("a{}=1", "[x]".repeat(9));
-        assert!(matches!(parse(&deep), Err(FormError::TooDeep { max: 8, .. })));
-        let limits = FormLimits { max_params: 10, max_depth: usize::MAX };
+        assert!(matches!(
+            parse(&deep),
+            Err(FormError::TooDeep { max: 8, .. })
+        ));
+        let limits = FormLimits {
+            max_params: 10,
+            max_depth: usize::MAX,
+        };
         let very_deep = format!("a{}=1", "[x]".repeat(10_000));
         assert!(matches!(
             parse_form(very_deep.as_bytes(), &limits),
-            Err(FormError::TooDeep { max: DEPTH_CEILING, .. })
+            Err(FormError::TooDeep {
+                max: DEPTH_CEILING,
+                ..
+            })
         ));
     }
 
     #[test]
     fn error_messages_name_the_parameter() {
         let err = parse("amount=1&amount=2").unwrap_err();
-        assert_eq!(err.to_string(), "parameter `amount` is given more than once");
+        assert_eq!(
+            err.to_string(),
+            "parameter `amount` is given more than once"
+        );
         let long = format!("{}=%zz", "k".repeat(200));
         let message = parse(&long).unwrap_err().to_string();
         assert!(message.len() < 120, "{message}");

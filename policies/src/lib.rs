@@ -8,6 +8,8 @@
 //! evaluated is an error or a denial (fail closed). The contracts are `POLICIES.md` and the
 //! "Classify" step of `PROXY.md`.
 
+#![warn(missing_docs)]
+
 mod caps;
 mod classify;
 mod form;

@@ -107,11 +107,14 @@ struct Shipped {
 fn shipped() -> Result<&'static Shipped, Diagnostic> {
     static SHIPPED: OnceLock<Result<Shipped, String>> = OnceLock::new();
     let shipped = SHIPPED.get_or_init(|| {
-        let (schema, _warnings) = Schema::from_cedarschema_str(SCHEMA_TEXT).map_err(|e| e.to_string())?;
+        let (schema, _warnings) =
+            Schema::from_cedarschema_str(SCHEMA_TEXT).map_err(|e| e.to_string())?;
         let validator = Validator::new(schema.clone());
         Ok(Shipped { schema, validator })
     });
-    shipped.as_ref().map_err(|e| unlocated(format!("the shipped schema is invalid: {e}")))
+    shipped
+        .as_ref()
+        .map_err(|e| unlocated(format!("the shipped schema is invalid: {e}")))
 }
 
 /// One parsed statement before checks: its generated id, text offset and policy.
@@ -125,9 +128,8 @@ struct Statement {
 /// problem found is returned; an empty text is a valid set that denies everything.
 pub fn compile(text: &str) -> Result<CompiledPolicies, Vec<Diagnostic>> {
     let shipped = shipped().map_err(|d| vec![d])?;
-    let parsed = PolicySet::from_str(text).map_err(|errors| {
-        errors.iter().map(|e| located(text, e)).collect::<Vec<_>>()
-    })?;
+    let parsed = PolicySet::from_str(text)
+        .map_err(|errors| errors.iter().map(|e| located(text, e)).collect::<Vec<_>>())?;
     let (statements, mut diagnostics) = statements(text, &parsed);
     let (set, ids, meta) = rename(text, statements, &mut diagnostics);
     let result = shipped.validator.validate(&set, ValidationMode::Strict);
@@ -151,7 +153,11 @@ fn statements(text: &str, parsed: &PolicySet) -> (Vec<Statement>, Vec<Diagnostic
     let mut all: Vec<(usize, String, Option<Policy>)> = parsed
         .policies()
         .map(|p| (generated_position(p.id()), p.to_string(), Some(p.clone())))
-        .chain(parsed.templates().map(|t| (generated_position(t.id()), t.to_string(), None)))
+        .chain(
+            parsed
+                .templates()
+                .map(|t| (generated_position(t.id()), t.to_string(), None)),
+        )
         .collect();
     all.sort_by_key(|(position, _, _)| *position);
     let mut cursor = 0;
@@ -160,7 +166,11 @@ fn statements(text: &str, parsed: &PolicySet) -> (Vec<Statement>, Vec<Diagnostic
     for (position, source, policy) in all {
         let offset = locate(text, &source, &mut cursor);
         match policy {
-            Some(policy) => statements.push(Statement { position, offset, policy }),
+            Some(policy) => statements.push(Statement {
+                position,
+                offset,
+                policy,
+            }),
             None => diagnostics.push(at(
                 text,
                 offset,
@@ -173,7 +183,9 @@ fn statements(text: &str, parsed: &PolicySet) -> (Vec<Statement>, Vec<Diagnostic
 
 fn generated_position(id: &PolicyId) -> usize {
     let id: &str = id.as_ref();
-    id.strip_prefix("policy").and_then(|n| n.parse().ok()).unwrap_or(usize::MAX)
+    id.strip_prefix("policy")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(usize::MAX)
 }
 
 /// Byte offset of a statement's text, searching from `cursor`: only blanks and `//` comments
@@ -181,7 +193,11 @@ fn generated_position(id: &PolicyId) -> usize {
 fn locate(text: &str, source: &str, cursor: &mut usize) -> usize {
     let rest = text.get(*cursor..).unwrap_or("");
     let skipped = skip_blanks_and_comments(rest);
-    let found = if rest[skipped..].starts_with(source) { Some(skipped) } else { rest.find(source) };
+    let found = if rest[skipped..].starts_with(source) {
+        Some(skipped)
+    } else {
+        rest.find(source)
+    };
     match found {
         Some(at) => {
             *cursor += at + source.len();
@@ -216,7 +232,9 @@ fn rename(
     let mut seen = BTreeSet::new();
     for statement in statements {
         let policy = &statement.policy;
-        let id = policy.annotation(ANNOTATION_ID).map_or_else(|| policy.id().to_string(), str::to_owned);
+        let id = policy
+            .annotation(ANNOTATION_ID)
+            .map_or_else(|| policy.id().to_string(), str::to_owned);
         if let Some(problem) = id_problem(&id, &seen) {
             diagnostics.push(at(text, statement.offset, problem));
             continue;
@@ -252,11 +270,15 @@ fn annotation_problems(policy: &Policy, id: &str) -> Vec<String> {
     let mut problems = Vec::new();
     let hold = policy.annotation(ANNOTATION_HOLD);
     if hold.is_some() && policy.effect() != Effect::Forbid {
-        problems.push(format!("policy `{id}`: @hold is only allowed on forbid policies"));
+        problems.push(format!(
+            "policy `{id}`: @hold is only allowed on forbid policies"
+        ));
     }
     if let Some(approvals) = policy.annotation(ANNOTATION_APPROVALS) {
         if hold.is_none() {
-            problems.push(format!("policy `{id}`: @approvals is only allowed together with @hold"));
+            problems.push(format!(
+                "policy `{id}`: @approvals is only allowed together with @hold"
+            ));
         }
         if parse_approvals(approvals).is_none() {
             problems.push(format!(
@@ -269,7 +291,9 @@ fn annotation_problems(policy: &Policy, id: &str) -> Vec<String> {
 }
 
 fn parse_approvals(text: &str) -> Option<u32> {
-    text.parse().ok().filter(|n| (1..=MAX_APPROVALS).contains(n))
+    text.parse()
+        .ok()
+        .filter(|n| (1..=MAX_APPROVALS).contains(n))
 }
 
 fn policy_meta(policy: &Policy, position: usize) -> PolicyMeta {
@@ -280,14 +304,20 @@ fn policy_meta(policy: &Policy, position: usize) -> PolicyMeta {
         },
         hold: policy.annotation(ANNOTATION_HOLD).map(str::to_owned),
         reason: policy.annotation(ANNOTATION_REASON).map(str::to_owned),
-        approvals: policy.annotation(ANNOTATION_APPROVALS).and_then(parse_approvals).unwrap_or(1),
+        approvals: policy
+            .annotation(ANNOTATION_APPROVALS)
+            .and_then(parse_approvals)
+            .unwrap_or(1),
         position,
     }
 }
 
 /// A diagnostic at the first labelled span of a Cedar error, with its help text if any.
 fn located(text: &str, error: &dyn miette::Diagnostic) -> Diagnostic {
-    let offset = error.labels().and_then(|mut labels| labels.next()).map(|l| l.offset());
+    let offset = error
+        .labels()
+        .and_then(|mut labels| labels.next())
+        .map(|l| l.offset());
     let mut message = error.to_string();
     if let Some(help) = error.help() {
         message = format!("{message} (help: {help})");

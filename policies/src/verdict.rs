@@ -7,15 +7,15 @@ use std::str::FromStr;
 use std::sync::OnceLock;
 
 use cedar_policy::{
-    AuthorizationError, Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request,
-    RestrictedExpression,
+    AuthorizationError, Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName,
+    EntityUid, Request, RestrictedExpression,
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::caps::{CapCheck, OnExceed};
 use crate::classify::RequestFacts;
-use crate::policy_set::{CompiledPolicies, PolicyEffect};
+use crate::policy_set::{CompiledPolicies, PolicyEffect, PolicyMeta};
 
 /// Spend in minor units of the request's currency, before this request, per calendar window.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,7 +120,8 @@ struct Types {
 fn types() -> &'static Types {
     static TYPES: OnceLock<Types> = OnceLock::new();
     TYPES.get_or_init(|| {
-        let name = |n: &str| EntityTypeName::from_str(n).expect("entity type names are valid identifiers");
+        let name =
+            |n: &str| EntityTypeName::from_str(n).expect("entity type names are valid identifiers");
         Types {
             organization: name("Organization"),
             agent: name("Agent"),
@@ -135,7 +136,10 @@ fn uid(type_name: &EntityTypeName, id: &str) -> EntityUid {
 }
 
 /// The Cedar request and entities for this input, checked against the schema.
-fn cedar_request(policies: &CompiledPolicies, input: &EvalInput<'_>) -> Result<(Request, Entities), String> {
+fn cedar_request(
+    policies: &CompiledPolicies,
+    input: &EvalInput<'_>,
+) -> Result<(Request, Entities), String> {
     let types = types();
     let org = uid(&types.organization, input.org_id);
     let agent = uid(&types.agent, input.agent_id);
@@ -148,14 +152,21 @@ fn cedar_request(policies: &CompiledPolicies, input: &EvalInput<'_>) -> Result<(
     ];
     let schema = policies.schema();
     let entities = Entities::from_entities(entities, Some(schema)).map_err(|e| e.to_string())?;
-    let request = Request::new(agent, action, resource, context(input)?, Some(schema)).map_err(|e| e.to_string())?;
+    let request = Request::new(agent, action, resource, context(input)?, Some(schema))
+        .map_err(|e| e.to_string())?;
     Ok((request, entities))
 }
 
 fn agent_entity(agent: EntityUid, org: EntityUid, input: &EvalInput<'_>) -> Result<Entity, String> {
-    let tags = input.agent_tags.iter().map(|t| RestrictedExpression::new_string(t.clone()));
+    let tags = input
+        .agent_tags
+        .iter()
+        .map(|t| RestrictedExpression::new_string(t.clone()));
     let attrs = HashMap::from([
-        ("name".to_owned(), RestrictedExpression::new_string(input.agent_name.to_owned())),
+        (
+            "name".to_owned(),
+            RestrictedExpression::new_string(input.agent_name.to_owned()),
+        ),
         ("tags".to_owned(), RestrictedExpression::new_set(tags)),
     ]);
     Entity::new(agent, attrs, HashSet::from([org])).map_err(|e| e.to_string())
@@ -188,10 +199,13 @@ fn context(input: &EvalInput<'_>) -> Result<Context, String> {
     let now = OffsetDateTime::from_unix_timestamp(input.now_unix)
         .map_err(|_| format!("decision time {} is out of range", input.now_unix))?;
     let record = |fields: Vec<(&str, i64)>| {
-        let fields = fields.into_iter().map(|(k, v)| (k.to_owned(), RestrictedExpression::new_long(v)));
+        let fields = fields
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), RestrictedExpression::new_long(v)));
         RestrictedExpression::new_record(fields).map_err(|e| e.to_string())
     };
-    let spend = |s: SpendContext| record(vec![("day", s.day), ("week", s.week), ("month", s.month)]);
+    let spend =
+        |s: SpendContext| record(vec![("day", s.day), ("week", s.week), ("month", s.month)]);
     let now = record(vec![
         ("hour", i64::from(now.hour())),
         ("weekday", i64::from(now.weekday().number_from_monday())),
@@ -200,14 +214,22 @@ fn context(input: &EvalInput<'_>) -> Result<Context, String> {
         ("spend", spend(input.spend)?),
         ("org_spend", spend(input.org_spend)?),
         ("now", now),
-        ("requests_last_minute", RestrictedExpression::new_long(input.requests_last_minute)),
+        (
+            "requests_last_minute",
+            RestrictedExpression::new_long(input.requests_last_minute),
+        ),
     ]
     .map(|(k, v)| (k.to_owned(), v));
     Context::from_pairs(pairs).map_err(|e| e.to_string())
 }
 
 /// Runs Cedar and reads the three outcomes from its two effects.
-fn cedar_verdict(policies: &CompiledPolicies, input: &EvalInput<'_>, request: &Request, entities: &Entities) -> Verdict {
+fn cedar_verdict(
+    policies: &CompiledPolicies,
+    input: &EvalInput<'_>,
+    request: &Request,
+    entities: &Entities,
+) -> Verdict {
     let response = Authorizer::new().is_authorized(request, policies.set(), entities);
     let diagnostics = response.diagnostics();
     let mut determining: Vec<String> = diagnostics.reason().map(ToString::to_string).collect();
@@ -237,40 +259,68 @@ fn failing_policy(error: &AuthorizationError) -> String {
 
 /// A Cedar denial is a hold when every determining policy is a forbid carrying `@hold`.
 fn denial(policies: &CompiledPolicies, input: &EvalInput<'_>, determining: Vec<String>) -> Verdict {
-    let metas: Vec<(&String, Option<&crate::policy_set::PolicyMeta>)> =
-        determining.iter().map(|id| (id, policies.meta(id))).collect();
     if determining.is_empty() {
         let reason = format!("no policy permits {}", input.facts.operation);
         return verdict(Outcome::Deny, determining, reason, 0, Vec::new());
     }
-    let all_hold = metas
+    let holds: Option<Vec<&PolicyMeta>> = determining
         .iter()
-        .all(|(_, m)| m.is_some_and(|m| m.effect == PolicyEffect::Forbid && m.hold.is_some()));
-    if all_hold {
-        let reasons: Vec<String> = metas
-            .iter()
-            .map(|(id, m)| match m.and_then(|m| m.hold.as_deref()) {
-                Some(text) if !text.is_empty() => text.to_owned(),
-                _ => format!("held by policy '{id}'"),
-            })
-            .collect();
-        let approvals = metas.iter().filter_map(|(_, m)| m.map(|m| m.approvals)).max().unwrap_or(1);
-        return verdict(Outcome::Hold, determining, reasons.join("; "), approvals.max(1), Vec::new());
+        .map(|id| {
+            policies
+                .meta(id)
+                .filter(|m| m.effect == PolicyEffect::Forbid && m.hold.is_some())
+        })
+        .collect();
+    match holds {
+        Some(holds) => hold(determining, &holds),
+        None => {
+            let reason = deny_reason(policies, &determining);
+            verdict(Outcome::Deny, determining, reason, 0, Vec::new())
+        }
     }
-    // The agent reads the @reason of the policy that denies: the first determining forbid
-    // without @hold.
-    let reason = metas
+}
+
+/// The `@hold` texts joined, and the most `@approvals` any of them asks for.
+fn hold(determining: Vec<String>, holds: &[&PolicyMeta]) -> Verdict {
+    let reasons: Vec<String> = determining
         .iter()
-        .find(|(_, m)| !m.is_some_and(|m| m.hold.is_some()))
-        .map(|(id, m)| match m.and_then(|m| m.reason.as_deref()) {
+        .zip(holds)
+        .map(|(id, meta)| match meta.hold.as_deref() {
+            Some(text) if !text.is_empty() => text.to_owned(),
+            _ => format!("held by policy '{id}'"),
+        })
+        .collect();
+    let approvals = holds.iter().map(|m| m.approvals).max().unwrap_or(1).max(1);
+    verdict(
+        Outcome::Hold,
+        determining,
+        reasons.join("; "),
+        approvals,
+        Vec::new(),
+    )
+}
+
+/// The agent reads the `@reason` of the policy that denies: the first determining forbid
+/// without `@hold`.
+fn deny_reason(policies: &CompiledPolicies, determining: &[String]) -> String {
+    determining
+        .iter()
+        .map(|id| (id, policies.meta(id)))
+        .find(|(_, meta)| !meta.is_some_and(|m| m.hold.is_some()))
+        .map(|(id, meta)| match meta.and_then(|m| m.reason.as_deref()) {
             Some(text) if !text.is_empty() => text.to_owned(),
             _ => format!("denied by policy '{id}'"),
         })
-        .unwrap_or_default();
-    verdict(Outcome::Deny, determining, reason, 0, Vec::new())
+        .unwrap_or_default()
 }
 
-fn verdict(outcome: Outcome, policies: Vec<String>, reason: String, approvals: u32, errors: Vec<String>) -> Verdict {
+fn verdict(
+    outcome: Outcome,
+    policies: Vec<String>,
+    reason: String,
+    approvals: u32,
+    errors: Vec<String>,
+) -> Verdict {
     Verdict {
         outcome,
         policies,
@@ -297,7 +347,10 @@ fn apply_caps(mut verdict: Verdict, input: &EvalInput<'_>, caps: &[CapCheck]) ->
         reasons.push(verdict.reason.clone());
     }
     if caps_outcome == outcome {
-        let cap_reasons = exceeded.iter().filter(|(_, o)| *o == outcome).map(|(c, _)| cap_reason(c, input));
+        let cap_reasons = exceeded
+            .iter()
+            .filter(|(_, o)| *o == outcome)
+            .map(|(c, _)| cap_reason(c, input));
         reasons.extend(cap_reasons);
     }
     verdict.approvals_required = match (outcome, verdict.outcome) {
@@ -324,7 +377,11 @@ fn cap_reason(check: &CapCheck, input: &EvalInput<'_>) -> String {
         Some(amount) => amount.currency.format_minor(minor),
         None => format!("{minor} minor units"),
     };
-    let mut reason = format!("cap {}: limit {} would be exceeded", check.cap_id, money(check.limit));
+    let mut reason = format!(
+        "cap {}: limit {} would be exceeded",
+        check.cap_id,
+        money(check.limit)
+    );
     if check.spent_before > 0 {
         reason.push_str(&format!(" (already spent {})", money(check.spent_before)));
     }

@@ -27,15 +27,30 @@ mod tests {
 
     #[test]
     fn bearer_and_basic_are_accepted() {
-        assert_eq!(token_from_header(b"Bearer pg_agent_x").as_deref(), Some("pg_agent_x"));
-        assert_eq!(token_from_header(b"bearer  pg_agent_x ").as_deref(), Some("pg_agent_x"));
+        assert_eq!(
+            token_from_header(b"Bearer pg_agent_x").as_deref(),
+            Some("pg_agent_x")
+        );
+        assert_eq!(
+            token_from_header(b"bearer  pg_agent_x ").as_deref(),
+            Some("pg_agent_x")
+        );
         let basic = format!("Basic {}", STANDARD.encode("pg_agent_y:"));
-        assert_eq!(token_from_header(basic.as_bytes()).as_deref(), Some("pg_agent_y"));
+        assert_eq!(
+            token_from_header(basic.as_bytes()).as_deref(),
+            Some("pg_agent_y")
+        );
     }
 
     #[test]
     fn malformed_headers_are_refused() {
-        for bad in [&b"Bearer"[..], b"Bearer ", b"Token abc", b"Basic !!!", b"\xff\xfe"] {
+        for bad in [
+            &b"Bearer"[..],
+            b"Bearer ",
+            b"Token abc",
+            b"Basic !!!",
+            b"\xff\xfe",
+        ] {
             assert_eq!(token_from_header(bad), None);
         }
     }

@@ -20,7 +20,10 @@ pub enum GuardError {
     /// 403: a policy or cap denied it.
     PolicyDenied(Box<Intent>),
     /// 403: a read denied by policy (reads create no intent).
-    ReadDenied { policies: Vec<String>, reason: String },
+    ReadDenied {
+        policies: Vec<String>,
+        reason: String,
+    },
     /// 403: a human denied the hold.
     ApprovalDenied(Box<Intent>),
     /// 403: agent or organization frozen.
@@ -178,7 +181,14 @@ impl GuardError {
             RailNotConfigured => ("api_error", "The organization has no payment rail key configured.".to_string(), None),
             StoreUnavailable => ("api_error", "The guard could not record a decision; nothing was sent.".to_string(), None),
         };
-        let body = Body { error: ErrorObj { kind, code: self.code(), message, guard } };
+        let body = Body {
+            error: ErrorObj {
+                kind,
+                code: self.code(),
+                message,
+                guard,
+            },
+        };
         serde_json::to_vec(&body).unwrap_or_default()
     }
 
@@ -193,8 +203,12 @@ impl GuardError {
             }
             IntentStatus::Denied => Some(GuardError::PolicyDenied(boxed())),
             IntentStatus::Expired => Some(GuardError::ApprovalExpired(boxed())),
-            IntentStatus::Forwarding | IntentStatus::Approved => Some(GuardError::InProgress(intent.id.to_string())),
-            IntentStatus::Unknown => Some(GuardError::UpstreamUnavailable(Some(intent.id.to_string()))),
+            IntentStatus::Forwarding | IntentStatus::Approved => {
+                Some(GuardError::InProgress(intent.id.to_string()))
+            }
+            IntentStatus::Unknown => {
+                Some(GuardError::UpstreamUnavailable(Some(intent.id.to_string())))
+            }
             IntentStatus::Succeeded | IntentStatus::Failed => None,
         }
     }

@@ -24,7 +24,9 @@ impl Upstream {
         } else if let Some(r) = base_url.strip_prefix("http://") {
             (false, r)
         } else {
-            return Err(format!("upstream.base_url must start with http:// or https://: {base_url}"));
+            return Err(format!(
+                "upstream.base_url must start with http:// or https://: {base_url}"
+            ));
         };
         let authority = rest.trim_end_matches('/');
         if authority.is_empty() || authority.contains('/') {
@@ -32,18 +34,32 @@ impl Upstream {
         }
         let (host, port) = match authority.rsplit_once(':') {
             Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
-                let port = p.parse::<u16>().map_err(|_| format!("bad port in upstream.base_url: {p}"))?;
-                (h.trim_start_matches('[').trim_end_matches(']').to_string(), port)
+                let port = p
+                    .parse::<u16>()
+                    .map_err(|_| format!("bad port in upstream.base_url: {p}"))?;
+                (
+                    h.trim_start_matches('[').trim_end_matches(']').to_string(),
+                    port,
+                )
             }
             _ => (authority.to_string(), if tls { 443 } else { 80 }),
         };
-        Ok(Upstream { host, port, tls, resolved: RwLock::new(None) })
+        Ok(Upstream {
+            host,
+            port,
+            tls,
+            resolved: RwLock::new(None),
+        })
     }
 
     /// The `Host` header value.
     pub fn host_header(&self) -> String {
         let default = if self.tls { 443 } else { 80 };
-        if self.port == default { self.host.clone() } else { format!("{}:{}", self.host, self.port) }
+        if self.port == default {
+            self.host.clone()
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
     }
 
     /// The socket address, resolved asynchronously on first use and cached.
@@ -51,7 +67,10 @@ impl Upstream {
         if let Some(a) = self.resolved.read().ok().and_then(|g| *g) {
             return Some(a);
         }
-        let found = tokio::net::lookup_host((self.host.as_str(), self.port)).await.ok()?.next()?;
+        let found = tokio::net::lookup_host((self.host.as_str(), self.port))
+            .await
+            .ok()?
+            .next()?;
         if let Ok(mut g) = self.resolved.write() {
             *g = Some(found);
         }
@@ -66,7 +85,10 @@ mod tests {
     #[test]
     fn parses_base_urls() {
         let u = Upstream::parse("https://api.stripe.com").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.tls), ("api.stripe.com", 443, true));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.tls),
+            ("api.stripe.com", 443, true)
+        );
         assert_eq!(u.host_header(), "api.stripe.com");
         let u = Upstream::parse("http://127.0.0.1:8420/").unwrap();
         assert_eq!((u.host.as_str(), u.port, u.tls), ("127.0.0.1", 8420, false));

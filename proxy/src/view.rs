@@ -7,7 +7,11 @@ use store::Intent;
 pub fn intent_json(i: &Intent) -> Vec<u8> {
     let mut reasons: Vec<String> = i.policies.iter().map(|p| format!("policy:{p}")).collect();
     reasons.extend(i.caps.iter().map(|c| format!("cap:{c}")));
-    let approvals: Vec<_> = i.approvals.iter().map(|a| json!({"verdict": a.verdict, "at": a.at})).collect();
+    let approvals: Vec<_> = i
+        .approvals
+        .iter()
+        .map(|a| json!({"verdict": a.verdict, "at": a.at}))
+        .collect();
     let v = json!({
         "id": i.id, "status": i.status.as_str(), "decision": i.decision.as_str(),
         "reasons": reasons, "reason": i.reason, "amount": i.amount, "currency": i.currency,

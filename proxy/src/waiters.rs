@@ -32,7 +32,9 @@ impl IntentEvents {
 
     /// Subscribe before checking the state, then [`Subscription::changed`] never misses a change.
     pub fn subscribe(&self) -> Subscription {
-        Subscription { rx: self.tx.subscribe() }
+        Subscription {
+            rx: self.tx.subscribe(),
+        }
     }
 }
 

@@ -24,7 +24,10 @@ pub struct AuditHead {
 
 impl AuditHead {
     fn empty() -> Self {
-        Self { seq: 0, hash: GENESIS.to_string() }
+        Self {
+            seq: 0,
+            hash: GENESIS.to_string(),
+        }
     }
 }
 
@@ -92,7 +95,10 @@ pub(crate) fn append(
         .map_err(|e| StoreError::Corrupt(format!("cannot canonicalize event: {e}")))?;
     let mut events = txn.open_table(AUDIT)?;
     let key = audit_key(org, seq);
-    assert!(events.get(key.as_str())?.is_none(), "audit seq {seq} already used");
+    assert!(
+        events.get(key.as_str())?.is_none(),
+        "audit seq {seq} already used"
+    );
     events.insert(key.as_str(), bytes.as_slice())?;
     let new_head = AuditHead { seq, hash };
     put_json(&mut heads, org.as_str(), &new_head)?;
@@ -100,12 +106,19 @@ pub(crate) fn append(
 }
 
 /// The current head of an organization's chain.
-pub(crate) fn head(table: &impl ReadableTable<&'static str, &'static [u8]>, org: &OrgId) -> Result<AuditHead> {
+pub(crate) fn head(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    org: &OrgId,
+) -> Result<AuditHead> {
     Ok(get_json(table, org.as_str())?.unwrap_or_else(AuditHead::empty))
 }
 
 /// Check one event line against the expected sequence and previous hash. Returns its hash.
-pub fn check_event(raw: &[u8], expected_seq: u64, prev: &str) -> std::result::Result<String, String> {
+pub fn check_event(
+    raw: &[u8],
+    expected_seq: u64,
+    prev: &str,
+) -> std::result::Result<String, String> {
     let mut event: Value = serde_json::from_slice(raw).map_err(|e| format!("not JSON: {e}"))?;
     let obj = event.as_object_mut().ok_or("not a JSON object")?;
     let stated = match obj.remove("hash") {
@@ -141,7 +154,11 @@ pub(crate) fn verify_events<'a>(
                 seq = expected;
             }
             Err(reason) => {
-                return Ok(VerifyReport::Broken { ok: false, first_bad_seq: expected, reason });
+                return Ok(VerifyReport::Broken {
+                    ok: false,
+                    first_bad_seq: expected,
+                    reason,
+                });
             }
         }
     }
@@ -151,11 +168,18 @@ pub(crate) fn verify_events<'a>(
             return Ok(VerifyReport::Broken {
                 ok: false,
                 first_bad_seq: seq + 1,
-                reason: format!("chain ends at seq {seq} but the stored head is seq {}", stored.seq),
+                reason: format!(
+                    "chain ends at seq {seq} but the stored head is seq {}",
+                    stored.seq
+                ),
             });
         }
     }
-    Ok(VerifyReport::Ok { ok: true, events: seq, head })
+    Ok(VerifyReport::Ok {
+        ok: true,
+        events: seq,
+        head,
+    })
 }
 
 /// Iterate an organization's raw events in order (read transaction).
@@ -204,31 +228,62 @@ mod tests {
     #[test]
     fn changed_byte_is_detected_at_its_seq() {
         let mut evs = chain(5);
-        let s = String::from_utf8(evs[2].clone()).unwrap().replace("\"amount\":300", "\"amount\":301");
+        let s = String::from_utf8(evs[2].clone())
+            .unwrap()
+            .replace("\"amount\":300", "\"amount\":301");
         evs[2] = s.into_bytes();
-        assert!(matches!(verify(&evs), VerifyReport::Broken { first_bad_seq: 3, .. }));
+        assert!(matches!(
+            verify(&evs),
+            VerifyReport::Broken {
+                first_bad_seq: 3,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn removed_event_is_detected() {
         let mut evs = chain(5);
         evs.remove(1);
-        assert!(matches!(verify(&evs), VerifyReport::Broken { first_bad_seq: 2, .. }));
+        assert!(matches!(
+            verify(&evs),
+            VerifyReport::Broken {
+                first_bad_seq: 2,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn reordered_events_are_detected() {
         let mut evs = chain(5);
         evs.swap(3, 4);
-        assert!(matches!(verify(&evs), VerifyReport::Broken { first_bad_seq: 4, .. }));
+        assert!(matches!(
+            verify(&evs),
+            VerifyReport::Broken {
+                first_bad_seq: 4,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn truncated_tail_is_detected_against_the_stored_head() {
         let evs = chain(5);
         let full = verify(&evs);
-        let VerifyReport::Ok { head, .. } = full else { panic!() };
+        let VerifyReport::Ok { head, .. } = full else {
+            panic!()
+        };
         let r = verify_events(evs[..4].iter().cloned().map(Ok), Some(&head)).unwrap();
-        assert!(matches!(r, VerifyReport::Broken { first_bad_seq: 5, .. }), "{r:?}");
+        assert!(
+            matches!(
+                r,
+                VerifyReport::Broken {
+                    first_bad_seq: 5,
+                    ..
+                }
+            ),
+            "{r:?}"
+        );
     }
 }

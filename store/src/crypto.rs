@@ -49,7 +49,13 @@ impl MasterKey {
         let nonce_bytes = random_bytes(24);
         let nonce = XNonce::from_slice(&nonce_bytes);
         let sealed = cipher
-            .encrypt(nonce, Payload { msg: plain, aad: context.as_bytes() })
+            .encrypt(
+                nonce,
+                Payload {
+                    msg: plain,
+                    aad: context.as_bytes(),
+                },
+            )
             .expect("XChaCha20-Poly1305 encryption of an in-memory buffer cannot fail");
         let mut out = nonce_bytes;
         out.extend_from_slice(&sealed);
@@ -65,7 +71,13 @@ impl MasterKey {
         let (nonce, body) = raw.split_at(24);
         let cipher = XChaCha20Poly1305::new((&self.0).into());
         cipher
-            .decrypt(XNonce::from_slice(nonce), Payload { msg: body, aad: context.as_bytes() })
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: body,
+                    aad: context.as_bytes(),
+                },
+            )
             .map_err(|_| StoreError::Crypto)
     }
 }
@@ -80,7 +92,10 @@ mod tests {
         let s = k.seal("rail|org_a", b"sk_test_123");
         assert_eq!(k.open("rail|org_a", &s).unwrap(), b"sk_test_123");
         assert!(matches!(k.open("rail|org_b", &s), Err(StoreError::Crypto)));
-        assert!(matches!(MasterKey::generate().open("rail|org_a", &s), Err(StoreError::Crypto)));
+        assert!(matches!(
+            MasterKey::generate().open("rail|org_a", &s),
+            Err(StoreError::Crypto)
+        ));
         assert!(!s.contains("sk_test"));
     }
 
@@ -117,7 +132,11 @@ pub fn load_or_create_master_key(
 fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     f.write_all(bytes)?;
     f.sync_all()?;
     Ok(())

@@ -5,15 +5,17 @@ use redb::ReadableTable;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use crate::Store;
 use crate::audit;
 use crate::error::{Result, StoreError};
 use crate::ids::{Actor, AgentId, IntentId, OrgId};
-use crate::model::{Agent, AgentStatus, IdempotencyRecord, Intent, IntentStatus, Reservation, StoredResponse};
+use crate::model::{
+    Agent, AgentStatus, IdempotencyRecord, Intent, IntentStatus, Reservation, StoredResponse,
+};
 use crate::spend;
 use crate::tables::*;
 use crate::tenants::load_org;
 use crate::time_util::{Clock, now};
-use crate::Store;
 
 /// A mutation an authenticated agent asks for.
 #[derive(Clone, Debug)]
@@ -87,12 +89,20 @@ fn intent_key(org: &OrgId, id: &IntentId) -> String {
     format!("{org}|{id}")
 }
 
-pub(crate) fn load_intent(txn: &redb::WriteTransaction, org: &OrgId, id: &IntentId) -> Result<Intent> {
+pub(crate) fn load_intent(
+    txn: &redb::WriteTransaction,
+    org: &OrgId,
+    id: &IntentId,
+) -> Result<Intent> {
     get_json(&txn.open_table(INTENTS)?, &intent_key(org, id))?.ok_or(StoreError::NotFound("intent"))
 }
 
 pub(crate) fn save_intent(txn: &redb::WriteTransaction, intent: &Intent) -> Result<()> {
-    put_json(&mut txn.open_table(INTENTS)?, &intent_key(&intent.org, &intent.id), intent)?;
+    put_json(
+        &mut txn.open_table(INTENTS)?,
+        &intent_key(&intent.org, &intent.id),
+        intent,
+    )?;
     let mut in_flight = txn.open_table(IN_FLIGHT)?;
     let key = intent_key(&intent.org, &intent.id);
     if intent.status == IntentStatus::Forwarding {
@@ -111,16 +121,25 @@ impl Store {
     }
 
     /// The decision inside a caller's transaction (group commit runs several in one).
-    pub fn decide_in(&self, txn: &redb::WriteTransaction, req: &DecisionRequest, clock: &Clock) -> Result<Decision> {
+    pub fn decide_in(
+        &self,
+        txn: &redb::WriteTransaction,
+        req: &DecisionRequest,
+        clock: &Clock,
+    ) -> Result<Decision> {
         let org = load_org(txn, &req.org)?;
-        let agent: Agent = get_json(&txn.open_table(AGENTS)?, &format!("{}|{}", req.org, req.agent))?
-            .ok_or(StoreError::NotFound("agent"))?;
+        let agent: Agent = get_json(
+            &txn.open_table(AGENTS)?,
+            &format!("{}|{}", req.org, req.agent),
+        )?
+        .ok_or(StoreError::NotFound("agent"))?;
         if org.frozen || agent.status != AgentStatus::Active {
             return Ok(Decision::Frozen);
         }
         let digest = request_digest(&req.method, &req.path, &req.body);
         let idem_key = format!("{}|{}|{}", req.org, req.agent, req.idempotency_key);
-        let existing: Option<IdempotencyRecord> = get_json(&txn.open_table(IDEMPOTENCY)?, &idem_key)?;
+        let existing: Option<IdempotencyRecord> =
+            get_json(&txn.open_table(IDEMPOTENCY)?, &idem_key)?;
         if let Some(rec) = existing {
             return self.replay_in(txn, &req.org, rec, &digest, clock);
         }
@@ -133,16 +152,30 @@ impl Store {
         put_json(
             &mut txn.open_table(IDEMPOTENCY)?,
             &idem_key,
-            &IdempotencyRecord { request_digest: intent.request_digest.clone(), intent: intent.id.clone(), created_at: clock.text.clone() },
+            &IdempotencyRecord {
+                request_digest: intent.request_digest.clone(),
+                intent: intent.id.clone(),
+                created_at: clock.text.clone(),
+            },
         )?;
         Ok(match verdict.outcome {
-            Outcome::Allow => Decision::Forward { intent: Box::new(intent), rail_key },
+            Outcome::Allow => Decision::Forward {
+                intent: Box::new(intent),
+                rail_key,
+            },
             Outcome::Hold | Outcome::Deny => Decision::Respond(Box::new(intent)),
         })
     }
 
     /// A key seen before: the original outcome, never a second decision.
-    fn replay_in(&self, txn: &redb::WriteTransaction, org: &OrgId, rec: IdempotencyRecord, digest: &str, clock: &Clock) -> Result<Decision> {
+    fn replay_in(
+        &self,
+        txn: &redb::WriteTransaction,
+        org: &OrgId,
+        rec: IdempotencyRecord,
+        digest: &str,
+        clock: &Clock,
+    ) -> Result<Decision> {
         if rec.request_digest != digest {
             return Ok(Decision::KeyReused);
         }
@@ -159,17 +192,32 @@ impl Store {
                 let actor = Actor::Agent(intent.agent.clone());
                 let data = json!({"intent": intent.id, "status": "forwarding", "attempt": intent.attempts + 1});
                 audit::append(txn, org, &actor, "intent.retry", data, &clock.text)?;
-                Ok(Decision::Forward { intent: Box::new(intent), rail_key })
+                Ok(Decision::Forward {
+                    intent: Box::new(intent),
+                    rail_key,
+                })
             }
             _ => Ok(Decision::Respond(Box::new(intent))),
         }
     }
 
     /// Policies and caps against current spend, fail closed.
-    fn evaluate_in(&self, txn: &redb::WriteTransaction, org: &crate::model::Org, agent: &Agent, facts: &RequestFacts, livemode: bool, clock: &Clock) -> Result<Verdict> {
+    fn evaluate_in(
+        &self,
+        txn: &redb::WriteTransaction,
+        org: &crate::model::Org,
+        agent: &Agent,
+        facts: &RequestFacts,
+        livemode: bool,
+        clock: &Clock,
+    ) -> Result<Verdict> {
         let policy_set = self.active_policies(&txn.open_table(POLICY_VERSIONS)?, org)?;
         let spend_t = txn.open_table(SPEND)?;
-        let currency = facts.amount.as_ref().map(|a| a.currency.as_str().to_string()).unwrap_or_default();
+        let currency = facts
+            .amount
+            .as_ref()
+            .map(|a| a.currency.as_str().to_string())
+            .unwrap_or_default();
         let agent_scope = CapScope::Agent(agent.id.to_string());
         let (spend_ctx, org_ctx) = if currency.is_empty() {
             (SpendContext::default(), SpendContext::default())
@@ -181,9 +229,20 @@ impl Store {
         };
         let mut checks = Vec::new();
         let caps: Vec<policies::Cap> = scan_json(&txn.open_table(CAPS)?, &format!("{}|", org.id))?;
-        for cap in caps.iter().filter(|c| c.applies_to(facts, agent.id.as_str())) {
+        for cap in caps
+            .iter()
+            .filter(|c| c.applies_to(facts, agent.id.as_str()))
+        {
             let amount = facts.amount.as_ref().map_or(0, |a| a.minor);
-            let spent = spend::spent(&spend_t, &org.id, &cap.scope, cap.currency.as_str(), cap.interval, clock.unix, cap.operations.as_deref())?;
+            let spent = spend::spent(
+                &spend_t,
+                &org.id,
+                &cap.scope,
+                cap.currency.as_str(),
+                cap.interval,
+                clock.unix,
+                cap.operations.as_deref(),
+            )?;
             checks.push(cap.check(amount, spent));
         }
         drop(spend_t);
@@ -204,7 +263,13 @@ impl Store {
     }
 
     /// Reserve (allow), write the intent and its `decision` event.
-    fn record_decision_in(&self, txn: &redb::WriteTransaction, mut intent: Intent, verdict: &Verdict, clock: &Clock) -> Result<Intent> {
+    fn record_decision_in(
+        &self,
+        txn: &redb::WriteTransaction,
+        mut intent: Intent,
+        verdict: &Verdict,
+        clock: &Clock,
+    ) -> Result<Intent> {
         if verdict.outcome == Outcome::Allow {
             intent.reservation = reserve_in(txn, &intent, clock)?;
         }
@@ -217,16 +282,30 @@ impl Store {
             "caps": verdict.caps, "reason": verdict.reason, "errors": verdict.errors,
             "reserved": intent.reservation.as_ref().map(|r| r.amount),
         });
-        audit::append(txn, &intent.org, &Actor::Agent(intent.agent.clone()), "decision", data, &clock.text)?;
+        audit::append(
+            txn,
+            &intent.org,
+            &Actor::Agent(intent.agent.clone()),
+            "decision",
+            data,
+            &clock.text,
+        )?;
         Ok(intent)
     }
 
     /// Evaluate a read (GET) against the active policies, without writing anything: reads move no
     /// money and create no intent. Returns the verdict and the rail key to forward with.
-    pub fn evaluate_read(&self, org_id: &OrgId, agent_id: &AgentId, facts: &RequestFacts) -> Result<(Verdict, Option<String>)> {
+    pub fn evaluate_read(
+        &self,
+        org_id: &OrgId,
+        agent_id: &AgentId,
+        facts: &RequestFacts,
+    ) -> Result<(Verdict, Option<String>)> {
         let r = self.read()?;
-        let org: crate::model::Org = get_json(&r.open_table(ORGS)?, org_id.as_str())?.ok_or(StoreError::NotFound("organization"))?;
-        let agent: Agent = get_json(&r.open_table(AGENTS)?, &format!("{org_id}|{agent_id}"))?.ok_or(StoreError::NotFound("agent"))?;
+        let org: crate::model::Org = get_json(&r.open_table(ORGS)?, org_id.as_str())?
+            .ok_or(StoreError::NotFound("organization"))?;
+        let agent: Agent = get_json(&r.open_table(AGENTS)?, &format!("{org_id}|{agent_id}"))?
+            .ok_or(StoreError::NotFound("agent"))?;
         let rail = self.rail_key_from(&r.open_table(RAIL_KEYS)?, org_id)?;
         let policy_set = self.active_policies(&r.open_table(POLICY_VERSIONS)?, &org)?;
         let clock = now();
@@ -310,7 +389,11 @@ fn new_intent(req: &DecisionRequest, digest: String, verdict: &Verdict, clock: &
         operation: req.facts.operation.clone(),
         class: req.facts.class,
         amount: req.facts.amount.as_ref().map(|a| a.minor),
-        currency: req.facts.amount.as_ref().map(|a| a.currency.as_str().to_string()),
+        currency: req
+            .facts
+            .amount
+            .as_ref()
+            .map(|a| a.currency.as_str().to_string()),
         counterparty: req.facts.counterparty.clone(),
         metadata: req.facts.metadata.clone(),
         decision: verdict.outcome,
@@ -318,7 +401,11 @@ fn new_intent(req: &DecisionRequest, digest: String, verdict: &Verdict, clock: &
         policies: verdict.policies.clone(),
         caps: verdict.caps.clone(),
         reason: verdict.reason.clone(),
-        approvals_required: if held { verdict.approvals_required.max(1) } else { 0 },
+        approvals_required: if held {
+            verdict.approvals_required.max(1)
+        } else {
+            0
+        },
         approvals: Vec::new(),
         created_at: clock.text.clone(),
         decided_at: clock.text.clone(),
@@ -332,21 +419,38 @@ fn new_intent(req: &DecisionRequest, digest: String, verdict: &Verdict, clock: &
 }
 
 /// Add an allowed money movement to the spend counters.
-pub(crate) fn reserve_in(txn: &redb::WriteTransaction, intent: &Intent, clock: &Clock) -> Result<Option<Reservation>> {
+pub(crate) fn reserve_in(
+    txn: &redb::WriteTransaction,
+    intent: &Intent,
+    clock: &Clock,
+) -> Result<Option<Reservation>> {
     let (Some(amount), Some(currency)) = (intent.amount, intent.currency.as_deref()) else {
         return Ok(None);
     };
     if intent.class != OperationClass::MoveMoney || !counts_toward_caps(&intent.operation) {
         return Ok(None);
     }
-    let counters = spend::counters_for(&intent.org, &intent.agent, currency, &intent.operation, clock.unix);
+    let counters = spend::counters_for(
+        &intent.org,
+        &intent.agent,
+        currency,
+        &intent.operation,
+        clock.unix,
+    );
     spend::add(txn, &counters, amount)?;
-    Ok(Some(Reservation { amount, counters, released: false }))
+    Ok(Some(Reservation {
+        amount,
+        counters,
+        released: false,
+    }))
 }
 
 /// POLICIES.md: confirm and capture act on an amount already counted at create/update.
 fn counts_toward_caps(operation: &str) -> bool {
-    !matches!(operation, "payment_intents.confirm" | "payment_intents.capture")
+    !matches!(
+        operation,
+        "payment_intents.confirm" | "payment_intents.capture"
+    )
 }
 
 /// The state an upstream status leads to: 2xx spends, a definitive 4xx releases, anything else
@@ -360,15 +464,27 @@ fn status_after(code: u16) -> IntentStatus {
     }
 }
 
-pub(crate) fn settle_in(txn: &redb::WriteTransaction, org: &OrgId, id: &IntentId, outcome: UpstreamOutcome, clock: &Clock) -> Result<Intent> {
+pub(crate) fn settle_in(
+    txn: &redb::WriteTransaction,
+    org: &OrgId,
+    id: &IntentId,
+    outcome: UpstreamOutcome,
+    clock: &Clock,
+) -> Result<Intent> {
     let mut intent = load_intent(txn, org, id)?;
     let (next, code, error) = match &outcome {
-        UpstreamOutcome::Response { response, .. } => (status_after(response.status), Some(response.status), None),
+        UpstreamOutcome::Response { response, .. } => {
+            (status_after(response.status), Some(response.status), None)
+        }
         UpstreamOutcome::Lost(e) => (IntentStatus::Unknown, None, Some(e.clone())),
     };
     intent.status = intent.status.transition(next)?;
     intent.attempts += 1;
-    if let UpstreamOutcome::Response { response, upstream_id } = outcome {
+    if let UpstreamOutcome::Response {
+        response,
+        upstream_id,
+    } = outcome
+    {
         if next != IntentStatus::Unknown {
             intent.response = Some(response);
             intent.upstream_id = upstream_id;
@@ -381,7 +497,14 @@ pub(crate) fn settle_in(txn: &redb::WriteTransaction, org: &OrgId, id: &IntentId
     let kind = format!("intent.{}", next.as_str());
     let data = json!({"intent": intent.id, "status": next.as_str(), "upstream_status": code,
         "error": error, "upstream_id": intent.upstream_id, "attempt": intent.attempts});
-    audit::append(txn, org, &Actor::System("upstream".into()), &kind, data, &clock.text)?;
+    audit::append(
+        txn,
+        org,
+        &Actor::System("upstream".into()),
+        &kind,
+        data,
+        &clock.text,
+    )?;
     Ok(intent)
 }
 

@@ -35,7 +35,9 @@ macro_rules! id_type {
                 let rest = s.strip_prefix($prefix)?;
                 let ok = !rest.is_empty()
                     && rest.len() <= 64
-                    && rest.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+                    && rest
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
                 ok.then(|| Self(s.to_string()))
             }
 

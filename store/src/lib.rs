@@ -11,11 +11,13 @@ mod crypto;
 mod decide;
 mod error;
 mod ids;
+mod metrics;
 mod model;
 mod spend;
 mod tables;
 mod tenants;
 mod time_util;
+mod writer;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -28,12 +30,14 @@ pub use crypto::MasterKey;
 pub use decide::{Decision, DecisionRequest, UpstreamOutcome};
 pub use error::{Result, StoreError};
 pub use ids::{Actor, AgentId, CapId, IntentId, OrgId, UserId};
+pub use metrics::{COMMIT_BUCKETS_US, StoreMetrics, StoreMetricsSnapshot};
 pub use model::{
     Agent, AgentStatus, Approval, Intent, IntentStatus, Membership, Org, PolicyVersion, RailInfo,
     Reservation, Role, StoredResponse, User,
 };
 pub use tenants::{AuthedAgent, CapSpec, validate_password};
 pub use time_util::{Clock, now};
+pub use writer::{Committer, WriterLimits};
 
 use policies::CompiledPolicies;
 
@@ -47,11 +51,15 @@ pub struct Store {
     /// Compiled policy sets by (org, version): parsed and validated once, shared.
     policy_cache: Mutex<HashMap<(OrgId, u64), Arc<CompiledPolicies>>>,
     path: PathBuf,
+    /// Commit statistics.
+    pub metrics: StoreMetrics,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -72,7 +80,13 @@ impl Store {
             txn.open_table(table)?;
         }
         txn.commit()?;
-        Ok(Store { db, master, policy_cache: Mutex::new(HashMap::new()), path })
+        Ok(Store {
+            db,
+            master,
+            policy_cache: Mutex::new(HashMap::new()),
+            path,
+            metrics: StoreMetrics::default(),
+        })
     }
 
     /// Path of the database file.
@@ -81,10 +95,15 @@ impl Store {
     }
 
     /// Run `f` in one durable write transaction; commit only when it returns `Ok`.
-    pub(crate) fn write<T>(&self, f: impl FnOnce(&redb::WriteTransaction) -> Result<T>) -> Result<T> {
+    pub(crate) fn write<T>(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<T>,
+    ) -> Result<T> {
+        let started = std::time::Instant::now();
         let txn = self.db.begin_write()?;
         let out = f(&txn)?;
         txn.commit()?;
+        self.metrics.record_commit(1, started.elapsed());
         Ok(out)
     }
 

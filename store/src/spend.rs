@@ -9,25 +9,48 @@ use crate::error::{Result, StoreError};
 use crate::ids::{AgentId, OrgId};
 use crate::tables::{RATE, SPEND};
 
-const WINDOWED: [CapInterval; 4] =
-    [CapInterval::Daily, CapInterval::Weekly, CapInterval::Monthly, CapInterval::AllTime];
+const WINDOWED: [CapInterval; 4] = [
+    CapInterval::Daily,
+    CapInterval::Weekly,
+    CapInterval::Monthly,
+    CapInterval::AllTime,
+];
 
 fn scope_key(scope: &CapScope) -> String {
     scope.to_string()
 }
 
-fn window_prefix(org: &OrgId, scope: &CapScope, currency: &str, interval: CapInterval, now: i64) -> String {
+fn window_prefix(
+    org: &OrgId,
+    scope: &CapScope,
+    currency: &str,
+    interval: CapInterval,
+    now: i64,
+) -> String {
     let start = window_start(interval, now);
-    format!("{org}|{}|{currency}|{}|{start}|", scope_key(scope), interval.as_str())
+    format!(
+        "{org}|{}|{currency}|{}|{start}|",
+        scope_key(scope),
+        interval.as_str()
+    )
 }
 
 /// The counter keys an allowed request adds to.
-pub(crate) fn counters_for(org: &OrgId, agent: &AgentId, currency: &str, op: &str, now: i64) -> Vec<String> {
+pub(crate) fn counters_for(
+    org: &OrgId,
+    agent: &AgentId,
+    currency: &str,
+    op: &str,
+    now: i64,
+) -> Vec<String> {
     let scopes = [CapScope::Org, CapScope::Agent(agent.to_string())];
     let mut keys = Vec::with_capacity(8);
     for scope in &scopes {
         for interval in WINDOWED {
-            keys.push(format!("{}{op}", window_prefix(org, scope, currency, interval, now)));
+            keys.push(format!(
+                "{}{op}",
+                window_prefix(org, scope, currency, interval, now)
+            ));
         }
     }
     keys
@@ -37,7 +60,11 @@ pub(crate) fn counters_for(org: &OrgId, agent: &AgentId, currency: &str, op: &st
 pub(crate) fn add(txn: &redb::WriteTransaction, keys: &[String], delta: i64) -> Result<()> {
     let mut t = txn.open_table(SPEND)?;
     for key in keys {
-        let cur = t.get(key.as_str())?.map(|v| decode_i64(v.value())).transpose()?.unwrap_or(0);
+        let cur = t
+            .get(key.as_str())?
+            .map(|v| decode_i64(v.value()))
+            .transpose()?
+            .unwrap_or(0);
         let next = cur
             .checked_add(delta)
             .ok_or_else(|| StoreError::Corrupt(format!("spend counter {key} overflows")))?;
@@ -48,7 +75,9 @@ pub(crate) fn add(txn: &redb::WriteTransaction, keys: &[String], delta: i64) -> 
 }
 
 fn decode_i64(b: &[u8]) -> Result<i64> {
-    let arr: [u8; 8] = b.try_into().map_err(|_| StoreError::Corrupt("spend counter".into()))?;
+    let arr: [u8; 8] = b
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("spend counter".into()))?;
     Ok(i64::from_le_bytes(arr))
 }
 
@@ -66,7 +95,9 @@ pub(crate) fn spent(
     let mut total: i64 = 0;
     for row in t.range(prefix.as_str()..)? {
         let (k, v) = row?;
-        let Some(op) = k.value().strip_prefix(prefix.as_str()) else { break };
+        let Some(op) = k.value().strip_prefix(prefix.as_str()) else {
+            break;
+        };
         if ops.is_none_or(|list| list.iter().any(|o| o == op)) {
             total = total.saturating_add(decode_i64(v.value())?);
         }
@@ -91,7 +122,12 @@ pub(crate) fn context(
 
 /// Count this decision in the agent's per-second request counter and return how many decisions
 /// the agent had in the 60 seconds before it. Buckets older than two minutes are pruned.
-pub(crate) fn count_request(txn: &redb::WriteTransaction, org: &OrgId, agent: &AgentId, now: i64) -> Result<i64> {
+pub(crate) fn count_request(
+    txn: &redb::WriteTransaction,
+    org: &OrgId,
+    agent: &AgentId,
+    now: i64,
+) -> Result<i64> {
     let mut t = txn.open_table(RATE)?;
     let prefix = format!("{org}|{agent}|");
     let key = |sec: i64| format!("{prefix}{:012}", sec.max(0));
@@ -111,7 +147,11 @@ pub(crate) fn count_request(txn: &redb::WriteTransaction, org: &OrgId, agent: &A
         t.remove(k.as_str())?;
     }
     let this = key(now);
-    let cur = t.get(this.as_str())?.map(|v| decode_i64(v.value())).transpose()?.unwrap_or(0);
+    let cur = t
+        .get(this.as_str())?
+        .map(|v| decode_i64(v.value()))
+        .transpose()?
+        .unwrap_or(0);
     t.insert(this.as_str(), (cur + 1).to_le_bytes().as_slice())?;
     Ok(last_minute)
 }

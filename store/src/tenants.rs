@@ -62,13 +62,19 @@ fn default_on_exceed() -> OnExceed {
 /// ADMIN_API.md password rules: ≥ 10 characters, a letter and a digit, ≤ 72 bytes (bcrypt's limit).
 pub fn validate_password(password: &str) -> Result<()> {
     if password.chars().count() < 10 {
-        return Err(StoreError::Invalid("password must have at least 10 characters".into()));
+        return Err(StoreError::Invalid(
+            "password must have at least 10 characters".into(),
+        ));
     }
     if password.len() > 72 {
-        return Err(StoreError::Invalid("password must be at most 72 bytes".into()));
+        return Err(StoreError::Invalid(
+            "password must be at most 72 bytes".into(),
+        ));
     }
     if !password.chars().any(char::is_alphabetic) || !password.chars().any(|c| c.is_ascii_digit()) {
-        return Err(StoreError::Invalid("password needs at least one letter and one digit".into()));
+        return Err(StoreError::Invalid(
+            "password needs at least one letter and one digit".into(),
+        ));
     }
     Ok(())
 }
@@ -99,10 +105,17 @@ impl Store {
         self.write(|txn| self.create_org_in(txn, name, actor))
     }
 
-    fn create_org_in(&self, txn: &redb::WriteTransaction, name: &str, actor: &Actor) -> Result<Org> {
+    fn create_org_in(
+        &self,
+        txn: &redb::WriteTransaction,
+        name: &str,
+        actor: &Actor,
+    ) -> Result<Org> {
         let name = name.trim();
         if name.is_empty() || name.len() > 200 {
-            return Err(StoreError::Invalid("organization name must be 1..=200 bytes".into()));
+            return Err(StoreError::Invalid(
+                "organization name must be 1..=200 bytes".into(),
+            ));
         }
         let t = now();
         let org = Org {
@@ -115,21 +128,42 @@ impl Store {
             created_at: t.text.clone(),
         };
         save_org(txn, &org)?;
-        audit::append(txn, &org.id, actor, "org.created", json!({"name": org.name}), &t.text)?;
+        audit::append(
+            txn,
+            &org.id,
+            actor,
+            "org.created",
+            json!({"name": org.name}),
+            &t.text,
+        )?;
         self.store_policy_in(txn, &org.id, policies::DEFAULT_POLICY_TEXT, actor)?;
         load_org(txn, &org.id)
     }
 
     /// Bootstrap: an organization and its owner, in one transaction (`init`, first start).
-    pub fn init_org_with_owner(&self, org_name: &str, email: &str, password: &str) -> Result<(Org, User)> {
+    pub fn init_org_with_owner(
+        &self,
+        org_name: &str,
+        email: &str,
+        password: &str,
+    ) -> Result<(Org, User)> {
         validate_password(password)?;
-        let hash = bcrypt::hash(password, BCRYPT_COST).map_err(|e| StoreError::Db(e.to_string()))?;
+        let hash =
+            bcrypt::hash(password, BCRYPT_COST).map_err(|e| StoreError::Db(e.to_string()))?;
         let actor = Actor::System("init".into());
         self.write(|txn| {
             let org = self.create_org_in(txn, org_name, &actor)?;
             let user = create_user_in(txn, email, hash)?;
-            let m = Membership { org: org.id.clone(), user: user.id.clone(), role: Role::Owner };
-            put_json(&mut txn.open_table(MEMBERS)?, &format!("{}|{}", org.id, user.id), &m)?;
+            let m = Membership {
+                org: org.id.clone(),
+                user: user.id.clone(),
+                role: Role::Owner,
+            };
+            put_json(
+                &mut txn.open_table(MEMBERS)?,
+                &format!("{}|{}", org.id, user.id),
+                &m,
+            )?;
             let t = now();
             let data = json!({"user": user.id, "email": user.email, "role": "owner"});
             audit::append(txn, &org.id, &actor, "member.added", data, &t.text)?;
@@ -157,10 +191,18 @@ impl Store {
     }
 
     /// Create an agent; returns it with its token, which is not stored and cannot be shown again.
-    pub fn create_agent(&self, org: &OrgId, name: &str, tags: Vec<String>, actor: &Actor) -> Result<(Agent, String)> {
+    pub fn create_agent(
+        &self,
+        org: &OrgId,
+        name: &str,
+        tags: Vec<String>,
+        actor: &Actor,
+    ) -> Result<(Agent, String)> {
         let name = name.trim();
         if name.is_empty() || name.len() > 200 {
-            return Err(StoreError::Invalid("agent name must be 1..=200 bytes".into()));
+            return Err(StoreError::Invalid(
+                "agent name must be 1..=200 bytes".into(),
+            ));
         }
         self.write(|txn| {
             load_org(txn, org)?;
@@ -176,8 +218,15 @@ impl Store {
                 token_id: token_id.clone(),
                 created_at: t.text.clone(),
             };
-            put_json(&mut txn.open_table(AGENTS)?, &format!("{org}|{}", agent.id), &agent)?;
-            let tref = TokenRef { org: org.clone(), agent: agent.id.clone() };
+            put_json(
+                &mut txn.open_table(AGENTS)?,
+                &format!("{org}|{}", agent.id),
+                &agent,
+            )?;
+            let tref = TokenRef {
+                org: org.clone(),
+                agent: agent.id.clone(),
+            };
             put_json(&mut txn.open_table(AGENT_TOKENS)?, &token_id, &tref)?;
             let data = json!({"agent": agent.id, "name": agent.name});
             audit::append(txn, org, actor, "agent.created", data, &t.text)?;
@@ -186,7 +235,13 @@ impl Store {
     }
 
     /// Change an agent's status (freeze, unfreeze, revoke). Revoking is final.
-    pub fn set_agent_status(&self, org: &OrgId, agent: &AgentId, status: AgentStatus, actor: &Actor) -> Result<Agent> {
+    pub fn set_agent_status(
+        &self,
+        org: &OrgId,
+        agent: &AgentId,
+        status: AgentStatus,
+        actor: &Actor,
+    ) -> Result<Agent> {
         self.write(|txn| {
             let mut agents = txn.open_table(AGENTS)?;
             let key = format!("{org}|{agent}");
@@ -219,7 +274,9 @@ impl Store {
     /// Authenticate an agent token: look up by its id part, then compare the SHA-256 digest in
     /// constant time. `None` for malformed, unknown or revoked tokens.
     pub fn authenticate_agent(&self, token: &str) -> Result<Option<AuthedAgent>> {
-        let Some(token_id) = parse_agent_token(token) else { return Ok(None) };
+        let Some(token_id) = parse_agent_token(token) else {
+            return Ok(None);
+        };
         let r = self.read()?;
         let Some(tref): Option<TokenRef> = get_json(&r.open_table(AGENT_TOKENS)?, token_id)? else {
             return Ok(None);
@@ -229,34 +286,64 @@ impl Store {
             return Ok(None);
         };
         let presented = sha256_hex(token);
-        let same: bool = presented.as_bytes().ct_eq(agent.token_digest.as_bytes()).into();
+        let same: bool = presented
+            .as_bytes()
+            .ct_eq(agent.token_digest.as_bytes())
+            .into();
         if !same || agent.status == AgentStatus::Revoked || agent.token_id != token_id {
             return Ok(None);
         }
         let org: Org = get_json(&r.open_table(ORGS)?, tref.org.as_str())?
             .ok_or(StoreError::NotFound("organization"))?;
-        Ok(Some(AuthedAgent { agent, org_frozen: org.frozen }))
+        Ok(Some(AuthedAgent {
+            agent,
+            org_frozen: org.frozen,
+        }))
     }
 
     /// Validate and store a policy set as a new version, and activate it.
     pub fn set_policy(&self, org: &OrgId, text: &str, actor: &Actor) -> Result<u64> {
-        policies::compile(text).map_err(StoreError::PolicyRejected)?;
-        self.write(|txn| self.store_policy_in(txn, org, text, actor))
+        let compiled = Arc::new(policies::compile(text).map_err(StoreError::PolicyRejected)?);
+        let version = self.write(|txn| self.store_policy_in(txn, org, text, actor))?;
+        // Cached only once committed: an aborted version number is reused by the next set.
+        self.cache_policy(org, version, compiled);
+        Ok(version)
     }
 
-    fn store_policy_in(&self, txn: &redb::WriteTransaction, org: &OrgId, text: &str, actor: &Actor) -> Result<u64> {
-        let compiled = policies::compile(text).map_err(StoreError::PolicyRejected)?;
+    fn store_policy_in(
+        &self,
+        txn: &redb::WriteTransaction,
+        org: &OrgId,
+        text: &str,
+        actor: &Actor,
+    ) -> Result<u64> {
+        policies::compile(text).map_err(StoreError::PolicyRejected)?;
         let mut o = load_org(txn, org)?;
         let version = o.latest_policy_version + 1;
         let t = now();
-        let pv = PolicyVersion { version, text: text.to_string(), author: author(actor), created_at: t.text.clone() };
-        put_json(&mut txn.open_table(POLICY_VERSIONS)?, &format!("{org}|{version:010}"), &pv)?;
+        let pv = PolicyVersion {
+            version,
+            text: text.to_string(),
+            author: author(actor),
+            created_at: t.text.clone(),
+        };
+        put_json(
+            &mut txn.open_table(POLICY_VERSIONS)?,
+            &format!("{org}|{version:010}"),
+            &pv,
+        )?;
         o.latest_policy_version = version;
         o.active_policy_version = version;
         save_org(txn, &o)?;
         let digest = sha256_hex(text);
-        audit::append(txn, org, actor, "policy.updated", json!({"version": version, "sha256": digest}), &t.text)?;
-        self.cache_policy(org, version, Arc::new(compiled));
+        audit::append(
+            txn,
+            org,
+            actor,
+            "policy.updated",
+            json!({"version": version, "sha256": digest}),
+            &t.text,
+        )?;
         Ok(version)
     }
 
@@ -273,7 +360,12 @@ impl Store {
         org: &Org,
     ) -> Result<Arc<CompiledPolicies>> {
         let key = (org.id.clone(), org.active_policy_version);
-        if let Some(p) = self.policy_cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+        if let Some(p) = self
+            .policy_cache
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&key).cloned())
+        {
             return Ok(p);
         }
         let pv: PolicyVersion = get_json(
@@ -281,8 +373,12 @@ impl Store {
             &format!("{}|{:010}", org.id, org.active_policy_version),
         )?
         .ok_or(StoreError::NotFound("policy version"))?;
-        let compiled = policies::compile(&pv.text)
-            .map_err(|d| StoreError::Corrupt(format!("stored policy set no longer compiles: {} diagnostics", d.len())))?;
+        let compiled = policies::compile(&pv.text).map_err(|d| {
+            StoreError::Corrupt(format!(
+                "stored policy set no longer compiles: {} diagnostics",
+                d.len()
+            ))
+        })?;
         let compiled = Arc::new(compiled);
         self.cache_policy(&org.id, org.active_policy_version, compiled.clone());
         Ok(compiled)
@@ -304,8 +400,19 @@ impl Store {
                 on_exceed: spec.on_exceed,
                 operations: spec.operations,
             };
-            put_json(&mut txn.open_table(CAPS)?, &format!("{org}|{}", cap.id), &cap)?;
-            audit::append(txn, org, actor, "cap.changed", json!({"change": "added", "cap": cap}), &now().text)?;
+            put_json(
+                &mut txn.open_table(CAPS)?,
+                &format!("{org}|{}", cap.id),
+                &cap,
+            )?;
+            audit::append(
+                txn,
+                org,
+                actor,
+                "cap.changed",
+                json!({"change": "added", "cap": cap}),
+                &now().text,
+            )?;
             Ok(cap)
         })
     }
@@ -324,15 +431,26 @@ impl Store {
         } else if key.starts_with("sk_test_") || key.starts_with("rk_test_") {
             "test"
         } else {
-            return Err(StoreError::Invalid("a Stripe secret key starts with sk_test_, sk_live_, rk_test_ or rk_live_".into()));
+            return Err(StoreError::Invalid(
+                "a Stripe secret key starts with sk_test_, sk_live_, rk_test_ or rk_live_".into(),
+            ));
         };
         if key.len() > 256 || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(StoreError::Invalid("the key has unexpected characters".into()));
+            return Err(StoreError::Invalid(
+                "the key has unexpected characters".into(),
+            ));
         }
         self.write(|txn| {
             load_org(txn, org)?;
             let t = now();
-            let last4: String = key.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
+            let last4: String = key
+                .chars()
+                .rev()
+                .take(4)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
             let rk = RailKey {
                 sealed: self.master.seal(&format!("rail|{org}"), key.as_bytes()),
                 mode: mode.to_string(),
@@ -340,8 +458,19 @@ impl Store {
                 updated_at: t.text.clone(),
             };
             put_json(&mut txn.open_table(RAIL_KEYS)?, org.as_str(), &rk)?;
-            audit::append(txn, org, actor, "rail.updated", json!({"mode": mode, "last4": last4}), &t.text)?;
-            Ok(RailInfo { mode: rk.mode, last4: rk.last4, updated_at: rk.updated_at })
+            audit::append(
+                txn,
+                org,
+                actor,
+                "rail.updated",
+                json!({"mode": mode, "last4": last4}),
+                &t.text,
+            )?;
+            Ok(RailInfo {
+                mode: rk.mode,
+                last4: rk.last4,
+                updated_at: rk.updated_at,
+            })
         })
     }
 
@@ -349,11 +478,19 @@ impl Store {
     pub fn rail_info(&self, org: &OrgId) -> Result<Option<RailInfo>> {
         let r = self.read()?;
         let rk: Option<RailKey> = get_json(&r.open_table(RAIL_KEYS)?, org.as_str())?;
-        Ok(rk.map(|rk| RailInfo { mode: rk.mode, last4: rk.last4, updated_at: rk.updated_at }))
+        Ok(rk.map(|rk| RailInfo {
+            mode: rk.mode,
+            last4: rk.last4,
+            updated_at: rk.updated_at,
+        }))
     }
 
     /// The decrypted rail key inside a transaction (for forwarding only).
-    pub(crate) fn rail_key_in(&self, txn: &redb::WriteTransaction, org: &OrgId) -> Result<Option<(String, bool)>> {
+    pub(crate) fn rail_key_in(
+        &self,
+        txn: &redb::WriteTransaction,
+        org: &OrgId,
+    ) -> Result<Option<(String, bool)>> {
         self.rail_key_from(&txn.open_table(RAIL_KEYS)?, org)
     }
 
@@ -373,7 +510,9 @@ impl Store {
     /// The decrypted rail key (for the executor).
     pub fn rail_key(&self, org: &OrgId) -> Result<Option<String>> {
         let r = self.read()?;
-        Ok(self.rail_key_from(&r.open_table(RAIL_KEYS)?, org)?.map(|(k, _)| k))
+        Ok(self
+            .rail_key_from(&r.open_table(RAIL_KEYS)?, org)?
+            .map(|(k, _)| k))
     }
 
     /// Verify an organization's audit chain.
@@ -385,7 +524,11 @@ impl Store {
     }
 
     /// Every event of an organization as stored (canonical JSON), in order.
-    pub fn audit_export(&self, org: &OrgId, mut sink: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+    pub fn audit_export(
+        &self,
+        org: &OrgId,
+        mut sink: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
         let r = self.read()?;
         let events = r.open_table(AUDIT)?;
         for raw in audit::raw_events(&events, org)? {
@@ -410,7 +553,12 @@ fn create_user_in(txn: &redb::WriteTransaction, email: &str, hash: String) -> Re
     if by_email.get(email.as_str())?.is_some() {
         return Err(StoreError::Conflict("a user with this email exists".into()));
     }
-    let user = User { id: UserId::generate(), email: email.clone(), password_hash: hash, created_at: now().text };
+    let user = User {
+        id: UserId::generate(),
+        email: email.clone(),
+        password_hash: hash,
+        created_at: now().text,
+    };
     by_email.insert(email.as_str(), user.id.as_str().as_bytes())?;
     put_json(&mut txn.open_table(USERS)?, user.id.as_str(), &user)?;
     Ok(user)

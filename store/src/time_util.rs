@@ -20,8 +20,13 @@ impl Clock {
     /// The clock at a given moment.
     pub fn at(t: OffsetDateTime) -> Clock {
         let t = t.to_offset(time::UtcOffset::UTC);
-        let text = t.format(RFC3339_MICROS).unwrap_or_else(|_| t.unix_timestamp().to_string());
-        Clock { unix: t.unix_timestamp(), text }
+        let text = t
+            .format(RFC3339_MICROS)
+            .unwrap_or_else(|_| t.unix_timestamp().to_string());
+        Clock {
+            unix: t.unix_timestamp(),
+            text,
+        }
     }
 }
 

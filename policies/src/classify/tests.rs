@@ -26,6 +26,7 @@ type Case = (
 #[test]
 fn classifies_every_listed_operation() {
     use OperationClass::{MoveMoney, Read, Write};
+    #[rustfmt::skip]
     let cases: Vec<Case> = vec![
         ("GET", "/v1/payment_intents", "", "read", Read, None, false, ""),
         ("GET", "/v1/customers/cus_1", "ignored=%zz", "read", Read, None, false, ""),
@@ -58,7 +59,8 @@ fn classifies_every_listed_operation() {
         ("POST", "/V1/PAYOUTS", "amount=1&currency=usd", "payouts.create", MoveMoney, amount(1, "usd"), true, ""),
     ];
     for (method, path, body, operation, class, want_amount, counts, counterparty) in cases {
-        let facts = run(method, path, body).unwrap_or_else(|e| panic!("{method} {path} {body}: {e}"));
+        let facts =
+            run(method, path, body).unwrap_or_else(|e| panic!("{method} {path} {body}: {e}"));
         let label = format!("{method} {path} {body}");
         assert_eq!(facts.operation, operation, "{label}");
         assert_eq!(facts.class, class, "{label}");
@@ -83,6 +85,7 @@ fn refuses_what_it_cannot_value() {
         value: value.into(),
     };
     let missing = |field: &str| FactsError::MissingField(field.into());
+    #[rustfmt::skip]
     let cases: Vec<(&str, &str, FactsError)> = vec![
         ("/v1/payment_intents", "currency=usd", missing("amount")),
         ("/v1/payment_intents", "amount=100", missing("currency")),
@@ -118,7 +121,11 @@ fn refuses_what_it_cannot_value() {
         ("/v1/customers", "amount=1&amount=2", FactsError::Form(FormError::Duplicate { param: "amount".into() })),
     ];
     for (path, body, want) in cases {
-        assert_eq!(run("POST", path, body).as_ref(), Err(&want), "{path} {body}");
+        assert_eq!(
+            run("POST", path, body).as_ref(),
+            Err(&want),
+            "{path} {body}"
+        );
     }
 }
 
@@ -162,12 +169,18 @@ fn refuses_odd_methods_and_paths() {
         "/v1/payment_intents/pi.1",
     ];
     for path in bad_paths {
-        assert!(matches!(run("POST", path, ""), Err(FactsError::BadPath(_))), "{path:?}");
+        assert!(
+            matches!(run("POST", path, ""), Err(FactsError::BadPath(_))),
+            "{path:?}"
+        );
     }
     let long = format!("/v1/{}", "a".repeat(MAX_PATH_BYTES));
     assert!(matches!(run("GET", &long, ""), Err(FactsError::BadPath(_))));
     // A hyphen is fine outside the money table (custom coupon ids, for instance).
-    assert_eq!(run("GET", "/v1/coupons/SUMMER-25", "").unwrap().operation, "read");
+    assert_eq!(
+        run("GET", "/v1/coupons/SUMMER-25", "").unwrap().operation,
+        "read"
+    );
 }
 
 #[test]
@@ -183,20 +196,36 @@ fn metadata_becomes_flat_pairs() {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
     assert_eq!(facts.metadata, want);
-    assert!(run("POST", "/v1/customers", "metadata=").unwrap().metadata.is_empty());
-    let listed = run("POST", "/v1/customers", "metadata[0]=a").unwrap().metadata;
+    assert!(
+        run("POST", "/v1/customers", "metadata=")
+            .unwrap()
+            .metadata
+            .is_empty()
+    );
+    let listed = run("POST", "/v1/customers", "metadata[0]=a")
+        .unwrap()
+        .metadata;
     assert_eq!(listed.get("0").map(String::as_str), Some("a"));
 }
 
 #[test]
 fn errors_read_well() {
     let cases = [
-        (FactsError::MissingField("amount".into()), "missing required parameter `amount`"),
         (
-            FactsError::BadAmount { field: "amount".into(), value: "-1".into() },
+            FactsError::MissingField("amount".into()),
+            "missing required parameter `amount`",
+        ),
+        (
+            FactsError::BadAmount {
+                field: "amount".into(),
+                value: "-1".into(),
+            },
             "parameter `amount` must be a non-negative integer amount in minor units, at most 99999999999; got `-1`",
         ),
-        (FactsError::MixedCurrencies, "line items must all use the same currency"),
+        (
+            FactsError::MixedCurrencies,
+            "line items must all use the same currency",
+        ),
     ];
     for (err, want) in cases {
         assert_eq!(err.to_string(), want);
@@ -213,4 +242,25 @@ fn facts_serialize_snake_case() {
     assert_eq!(json["class"], "read");
     let back: RequestFacts = serde_json::from_value(json).unwrap();
     assert_eq!(back, facts);
+}
+
+proptest::proptest! {
+    #[test]
+    fn never_panics(
+        method in "(GET|POST|DELETE|PUT)",
+        path in "/v1(/[a-z_{}.%-]{0,12}){0,4}",
+        body in "[a-z_\\[\\]0-9=&%.+-]{0,96}",
+    ) {
+        let _ = classify(&method, &path, body.as_bytes(), &FormLimits::default());
+    }
+
+    #[test]
+    fn checkout_amount_is_the_exact_sum(items in proptest::collection::vec((0..=1_000_000i64, 1..=100i64), 1..20)) {
+        let body: Vec<String> = items.iter().enumerate().map(|(i, (unit, quantity))| format!(
+            "line_items[{i}][price_data][unit_amount]={unit}&line_items[{i}][price_data][currency]=eur&line_items[{i}][quantity]={quantity}"
+        )).collect();
+        let facts = run("POST", "/v1/checkout/sessions", &body.join("&")).unwrap();
+        let want: i64 = items.iter().map(|(unit, quantity)| unit * quantity).sum();
+        proptest::prop_assert_eq!(facts.amount, amount(want, "eur"));
+    }
 }

@@ -24,7 +24,12 @@ fn shipped_default_compiles() {
     let compiled = compile(DEFAULT_POLICY_TEXT).unwrap_or_else(|d| panic!("{d:?}"));
     assert_eq!(
         compiled.policy_ids(),
-        ["agents-may-read", "agents-may-write", "agents-may-move-money", "large-amounts-need-approval"]
+        [
+            "agents-may-read",
+            "agents-may-write",
+            "agents-may-move-money",
+            "large-amounts-need-approval"
+        ]
     );
     let hold = compiled.meta("large-amounts-need-approval").unwrap();
     assert_eq!(hold.effect, PolicyEffect::Forbid);
@@ -38,9 +43,15 @@ fn spec_example_compiles() {
     let compiled = compile(SPEC_EXAMPLE).unwrap_or_else(|d| panic!("{d:?}"));
     assert_eq!(compiled.policy_ids().len(), 5);
     let big = compiled.meta("big-needs-approval").unwrap();
-    assert_eq!((big.approvals, big.hold.as_deref()), (2, Some("payments over 500.00 need a human")));
+    assert_eq!(
+        (big.approvals, big.hold.as_deref()),
+        (2, Some("payments over 500.00 need a human"))
+    );
     let no_payouts = compiled.meta("no-payouts").unwrap();
-    assert_eq!(no_payouts.reason.as_deref(), Some("payouts are not allowed for agents"));
+    assert_eq!(
+        no_payouts.reason.as_deref(),
+        Some("payouts are not allowed for agents")
+    );
     assert_eq!(no_payouts.position, 2);
 }
 
@@ -56,7 +67,10 @@ fn policies_without_id_are_named_by_position() {
     let text = "permit (principal, action == Action::\"read\", resource);\n\
                 @id(\"pay\") permit (principal, action in Action::\"move_money\", resource);\n\
                 permit (principal, action == Action::\"write\", resource);";
-    assert_eq!(compile(text).unwrap().policy_ids(), ["policy0", "pay", "policy2"]);
+    assert_eq!(
+        compile(text).unwrap().policy_ids(),
+        ["policy0", "pay", "policy2"]
+    );
 }
 
 #[test]
@@ -75,7 +89,11 @@ fn validation_errors_are_located() {
     let diagnostics = errors(text);
     assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
     assert_eq!(positions(&diagnostics), [(4, 10)], "{diagnostics:?}");
-    assert!(diagnostics[0].message.contains("amout"), "{}", diagnostics[0].message);
+    assert!(
+        diagnostics[0].message.contains("amout"),
+        "{}",
+        diagnostics[0].message
+    );
 }
 
 #[test]
@@ -103,7 +121,11 @@ fn annotation_rules() {
     let want_line = [2, 2, 1, 2, 1, 1, 1, 1];
     for (text, line) in cases.iter().zip(want_line) {
         let diagnostics = errors(text);
-        assert_eq!(positions(&diagnostics), [(line, 1)], "{text}: {diagnostics:?}");
+        assert_eq!(
+            positions(&diagnostics),
+            [(line, 1)],
+            "{text}: {diagnostics:?}"
+        );
     }
     let ok = format!("@id(\"f\") @hold(\"x\") @approvals(\"10\") {forbid};");
     assert_eq!(compile(&ok).unwrap().meta("f").unwrap().approvals, 10);
@@ -126,13 +148,18 @@ fn every_problem_is_reported_in_order() {
                 permit (principal, action, resource);\n\
                 @id(\"p\") forbid (principal, action, resource);";
     let diagnostics = errors(text);
-    assert_eq!(positions(&diagnostics), [(1, 1), (2, 8), (5, 1)], "{diagnostics:?}");
+    assert_eq!(
+        positions(&diagnostics),
+        [(1, 1), (2, 8), (5, 1)],
+        "{diagnostics:?}"
+    );
 }
 
 #[test]
 fn columns_count_characters() {
     let text = "// héllo wörld\n@id(\"é\") permit (principal, action == Action::\"read\", resource) when { resource.amout == 1 };";
     let diagnostics = errors(text);
+    // `resource.amout` starts at character 72 of line 2 (byte 73: `é` takes two bytes).
     assert_eq!(positions(&diagnostics), [(2, 72)], "{diagnostics:?}");
     assert_eq!(at("ab\ncd", 99, String::new()).column, 3);
     assert_eq!(at("é", 1, String::new()).column, 1);
@@ -140,6 +167,14 @@ fn columns_count_characters() {
 
 #[test]
 fn diagnostics_serialize() {
-    let json = serde_json::to_value(Diagnostic { line: 2, column: 5, message: "m".into() }).unwrap();
-    assert_eq!(json, serde_json::json!({"line": 2, "column": 5, "message": "m"}));
+    let json = serde_json::to_value(Diagnostic {
+        line: 2,
+        column: 5,
+        message: "m".into(),
+    })
+    .unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"line": 2, "column": 5, "message": "m"})
+    );
 }

@@ -1,0 +1,411 @@
+#!/usr/bin/env bash
+# `make bench` (spec/PERFORMANCE.md): one run, one machine, side by side, same concurrency and
+# request mix. Legs: direct (load → stub), nginx (load → nginx → stub), guard-allow (load → guard
+# → stub) and guard-hold (load → guard, held: 402, no upstream). Closed loop for throughput, open
+# loop at a fixed rate for latency; a wrk cross-check; startup time, peak RSS, store bytes per
+# decision and audit-chain verification speed. Writes bench/RESULTS.md.
+#
+# Everything listens on 127.0.0.1 on free ports and is stopped on exit.
+# Environment:
+#   BENCH_QUICK=1          ~2 s per leg and 100k audit events: a smoke test of about a minute
+#   BENCH_CONNECTIONS=32   connections of every leg (closed and open loop, wrk)
+#   BENCH_RATE=1000        offered rate of the open-loop legs, requests/s
+#   BENCH_RESULTS=path     where the report goes (default bench/RESULTS.md; quick: the temp dir)
+#   BENCH_PROFILE=1        also sample the guard with perf during a guard-allow closed loop
+#   BENCH_SKIP_BUILD=1     do not run cargo build first
+#   BENCH_KEEP=1           keep the temporary directory (logs, data dirs)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+QUICK=${BENCH_QUICK:-0}
+CONNS=${BENCH_CONNECTIONS:-32}
+RATE=${BENCH_RATE:-1000}
+PROFILE=${BENCH_PROFILE:-0}
+if [[ $QUICK == 1 ]]; then
+  WARMUP=0.5 DURATION=2 OPEN_DURATION=2 WRK_SECS=2 STARTUP_RUNS=2
+  AUDIT_EVENTS=100000 AUDIT_BUDGET=40 AUDIT_VERIFY_RUNS=1
+else
+  WARMUP=2 DURATION=10 OPEN_DURATION=10 WRK_SECS=10 STARTUP_RUNS=5
+  AUDIT_EVENTS=1000000 AUDIT_BUDGET=120 AUDIT_VERIFY_RUNS=3
+fi
+
+BIN=$ROOT/target/release
+GUARD=$BIN/payment-guard
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/pg-bench.XXXXXX")
+RESULTS=${BENCH_RESULTS:-}
+if [[ -z $RESULTS ]]; then
+  if [[ $QUICK == 1 ]]; then RESULTS=$WORK/RESULTS.md; else RESULTS=$ROOT/bench/RESULTS.md; fi
+fi
+PIDS=()
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# Stop what this script started (by pid only), then remove the temp dir.
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+  if [[ ${BENCH_KEEP:-0} == 1 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+stop_pid() {
+  local pid=$1 i
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < 300; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  local kept=()
+  for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || kept+=("$p"); done
+  PIDS=("${kept[@]}")
+}
+
+# ---- tools ---------------------------------------------------------------------------------
+
+SUDO=""
+if [[ $(id -u) != 0 ]] && command -v sudo >/dev/null 2>&1; then SUDO=sudo; fi
+
+install_tools() {
+  local missing=()
+  command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
+  command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+  command -v jq >/dev/null 2>&1 || missing+=(jq)
+  [[ ${#missing[@]} -eq 0 ]] && return 0
+  log "installing ${missing[*]} with apt-get"
+  # Debian starts a packaged service on install (nginx on :80); the bench runs its own, so
+  # forbid service starts during this install when no policy exists yet.
+  local policy=/usr/sbin/policy-rc.d added=0
+  if [[ ! -e $policy ]] && [[ $(id -u) == 0 ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && added=1
+  fi
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+  if [[ $added == 1 ]]; then rm -f "$policy"; fi
+}
+
+# A port nobody listens on, below the ephemeral range, not handed out before in this run.
+USED_PORTS=" "
+free_port() {
+  local p i
+  for ((i = 0; i < 500; i++)); do
+    p=$((20000 + RANDOM % 12000))
+    [[ $USED_PORTS == *" $p "* ]] && continue
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      USED_PORTS+="$p "
+      echo "$p"
+      return 0
+    fi
+  done
+  die "no free port found"
+}
+
+# Wait until 127.0.0.1:PORT accepts, while PID lives (bounded: 30 s).
+wait_port() {
+  local port=$1 pid=$2 i
+  for ((i = 0; i < 600; i++)); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    kill -0 "$pid" 2>/dev/null || die "process $pid exited before listening on $port"
+    sleep 0.05
+  done
+  die "nothing listens on $port after 30 s"
+}
+
+# ---- the run -------------------------------------------------------------------------------
+
+install_tools
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
+  log "building (release)"
+  cargo build --release --workspace >&2
+fi
+for b in "$GUARD" "$BIN/pg-stub" "$BIN/pg-load" "$BIN/pg-startup" "$BIN/pg-audit-bench"; do
+  [[ -x $b ]] || die "$b is missing: build failed?"
+done
+
+STUB_PORT=$(free_port)
+NGINX_PORT=$(free_port)
+GUARD_PORT=$(free_port)
+ADMIN_PORT=$(free_port)
+URL_PATH=/v1/payment_intents
+
+log "starting pg-stub on :$STUB_PORT"
+"$BIN/pg-stub" --listen "127.0.0.1:$STUB_PORT" --threads 2 2>"$WORK/stub.log" &
+STUB_PID=$!
+PIDS+=("$STUB_PID")
+wait_port "$STUB_PORT" "$STUB_PID"
+
+log "starting nginx on :$NGINX_PORT"
+mkdir -p "$WORK/nginx"
+sed -e "s#@PREFIX@#$WORK/nginx#g" -e "s#@LISTEN@#127.0.0.1:$NGINX_PORT#g" -e "s#@STUB@#127.0.0.1:$STUB_PORT#g" \
+  bench/nginx.conf.template >"$WORK/nginx/nginx.conf"
+"$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" 2>>"$WORK/nginx/error.log" &
+NGINX_PID=$!
+PIDS+=("$NGINX_PID")
+wait_port "$NGINX_PORT" "$NGINX_PID"
+
+log "preparing the guard's data dir"
+DATA=$WORK/guard-data
+"$GUARD" policy validate bench/policies.cedar >&2
+ORG=$(printf 'bench-password-1' | "$GUARD" --data-dir "$DATA" init --org Bench --email bench@example.com --password-stdin --json | jq -r .org_id)
+AGENT_JSON=$("$GUARD" --data-dir "$DATA" agent create --org "$ORG" --name bench-agent --json)
+AGENT=$(jq -r .agent_id <<<"$AGENT_JSON")
+TOKEN=$(jq -r .token <<<"$AGENT_JSON")
+"$GUARD" --data-dir "$DATA" policy set --org "$ORG" bench/policies.cedar >&2
+"$GUARD" --data-dir "$DATA" cap add --org "$ORG" --scope org --currency usd --interval daily --limit 1000000000000 --on-exceed hold >&2
+"$GUARD" --data-dir "$DATA" cap add --org "$ORG" --scope "agent:$AGENT" --currency usd --interval monthly --limit 1000000000000 --on-exceed hold >&2
+"$GUARD" --data-dir "$DATA" cap add --org "$ORG" --scope org --currency usd --interval per_transaction --limit 500000 --on-exceed hold >&2
+printf 'sk_test_bench' | "$GUARD" --data-dir "$DATA" rail set --org "$ORG" >&2
+
+GUARD_ENV=(
+  GUARD_STORE_DATA_DIR="$DATA"
+  GUARD_PROXY_LISTEN="127.0.0.1:$GUARD_PORT"
+  GUARD_ADMIN_LISTEN="127.0.0.1:$ADMIN_PORT"
+  GUARD_ADMIN_ORIGIN="http://127.0.0.1:$ADMIN_PORT"
+  GUARD_UPSTREAM_BASE_URL="http://127.0.0.1:$STUB_PORT"
+  GUARD_PROXY_THREADS=2
+)
+
+log "startup time over $STARTUP_RUNS starts"
+STARTUP=$(env "${GUARD_ENV[@]}" "$BIN/pg-startup" --addr "127.0.0.1:$GUARD_PORT" --runs "$STARTUP_RUNS" \
+  --log "$WORK/guard.log" -- "$GUARD" serve)
+log "startup: $STARTUP"
+
+# The store is only readable while the guard is stopped: sizes and counts before it starts.
+DB_BEFORE=$(stat -c %s "$DATA/guard.redb")
+INTENTS_BEFORE=$("$GUARD" --data-dir "$DATA" intent list --org "$ORG" | wc -l)
+
+log "starting the guard on :$GUARD_PORT"
+env "${GUARD_ENV[@]}" "$GUARD" serve >>"$WORK/guard.log" 2>&1 &
+GUARD_PID=$!
+PIDS+=("$GUARD_PID")
+wait_port "$GUARD_PORT" "$GUARD_PID"
+
+# leg NAME PORT AMOUNT EXPECT: closed loop, then open loop; one JSON line each in $WORK/NAME.*.json
+leg() {
+  local name=$1 port=$2 amount=$3 expect=$4
+  local common=(--url "http://127.0.0.1:$port$URL_PATH" --token "$TOKEN" --amount "$amount"
+    --connections "$CONNS" --expect-status "$expect" --label "$name")
+  log "leg $name: closed loop, $CONNS connections, ${DURATION}s after ${WARMUP}s warm-up"
+  "$BIN/pg-load" "${common[@]}" --mode closed --warmup-secs "$WARMUP" --duration-secs "$DURATION" >"$WORK/$name.closed.json"
+  log "  $(jq -c '{rps, errors, p50_us, p99_us, first_error}' "$WORK/$name.closed.json")"
+  log "leg $name: open loop at $RATE req/s, ${OPEN_DURATION}s after ${WARMUP}s warm-up"
+  "$BIN/pg-load" "${common[@]}" --mode open --rate "$RATE" --warmup-secs "$WARMUP" --duration-secs "$OPEN_DURATION" >"$WORK/$name.open.json"
+  log "  $(jq -c '{rps, errors, p50_us, p99_us, p999_us, max_us, first_error}' "$WORK/$name.open.json")"
+}
+
+leg direct "$STUB_PORT" 1000 200
+leg nginx "$NGINX_PORT" 1000 200
+leg guard-allow "$GUARD_PORT" 1000 200
+leg guard-hold "$GUARD_PORT" 200000 402
+
+# wrk: total requests, req/s, non-2xx count, p50/p99 in µs. Threads 2 (the machine's cores).
+wrk_leg() {
+  local name=$1 port=$2
+  log "wrk cross-check: $name, $CONNS connections, ${WRK_SECS}s"
+  PG_TOKEN=$TOKEN PG_BODY="amount=1000&currency=usd" wrk -t2 -c"$CONNS" -d"${WRK_SECS}s" --latency \
+    -s bench/wrk_unique_key.lua "http://127.0.0.1:$port$URL_PATH" >"$WORK/wrk.$name.txt" 2>&1
+  awk -v name="$name" '
+    function us(v) { if (v ~ /us$/) return v + 0; if (v ~ /ms$/) return v * 1000; if (v ~ /s$/) return v * 1000000; return v }
+    /Requests\/sec:/ { rps = $2 }
+    /requests in/ { total = $1 }
+    /Non-2xx or 3xx responses:/ { bad = $NF }
+    /Socket errors:/ { sock = $0 }
+    $1 == "50%" { p50 = us($2) }
+    $1 == "99%" { p99 = us($2) }
+    END { printf "{\"label\":\"%s\",\"requests\":%d,\"rps\":%s,\"non_2xx\":%d,\"p50_us\":%d,\"p99_us\":%d,\"socket_errors\":\"%s\"}\n",
+          name, total, (rps == "" ? 0 : rps), bad, p50, p99, sock }' "$WORK/wrk.$name.txt" >"$WORK/wrk.$name.json"
+  log "  $(cat "$WORK/wrk.$name.json")"
+}
+wrk_leg nginx "$NGINX_PORT"
+wrk_leg guard-allow "$GUARD_PORT"
+
+PERF_TOP=""
+if [[ $PROFILE == 1 ]] && command -v perf >/dev/null 2>&1; then
+  log "profiling the guard with perf during a ${DURATION}s guard-allow closed loop"
+  perf record -F 499 -g -o "$WORK/perf.data" -p "$GUARD_PID" -- sleep "$DURATION" >/dev/null 2>&1 &
+  PERF_PID=$!
+  "$BIN/pg-load" --url "http://127.0.0.1:$GUARD_PORT$URL_PATH" --token "$TOKEN" --connections "$CONNS" \
+    --warmup-secs 0 --duration-secs "$DURATION" --label profile >"$WORK/profile.json"
+  wait "$PERF_PID" || true
+  PERF_TOP=$(perf report -i "$WORK/perf.data" --no-children --stdio --sort symbol 2>/dev/null |
+    grep -E '^ +[0-9.]+%' | head -25 || true)
+fi
+
+RSS_HWM_KB=$(awk '/^VmHWM:/ { print $2 }' "/proc/$GUARD_PID/status")
+RSS_NOW_KB=$(awk '/^VmRSS:/ { print $2 }' "/proc/$GUARD_PID/status")
+log "guard peak RSS: ${RSS_HWM_KB} kB"
+stop_pid "$GUARD_PID"
+DB_AFTER=$(stat -c %s "$DATA/guard.redb")
+INTENTS_AFTER=$("$GUARD" --data-dir "$DATA" intent list --org "$ORG" | wc -l)
+DECISIONS=$((INTENTS_AFTER - INTENTS_BEFORE))
+GUARD_VERIFY=$("$GUARD" --data-dir "$DATA" audit verify 2>&1 | tr '\n' ' ')
+log "guard store: $DECISIONS decisions, $DB_BEFORE → $DB_AFTER bytes; audit verify: $GUARD_VERIFY"
+
+stop_pid "$NGINX_PID"
+stop_pid "$STUB_PID"
+
+log "audit-chain verification over $AUDIT_EVENTS events (fill budget ${AUDIT_BUDGET}s)"
+AUDIT=$("$BIN/pg-audit-bench" --events "$AUDIT_EVENTS" --fill-budget-secs "$AUDIT_BUDGET" \
+  --verify-runs "$AUDIT_VERIFY_RUNS" --policies bench/policies.cedar 2>"$WORK/audit-bench.log")
+log "audit: $AUDIT"
+
+# ---- report --------------------------------------------------------------------------------
+
+j() { jq -r "$2" "$WORK/$1.json"; }
+fmt_int() { LC_ALL=C awk -v v="$1" 'BEGIN { s = sprintf("%.0f", v); n = length(s); o = "";
+  for (i = 1; i <= n; i++) { o = o substr(s, i, 1); if ((n - i) % 3 == 0 && i < n) o = o "," } print o }'; }
+calc() { LC_ALL=C awk "BEGIN { printf \"%s\", $1 }"; }
+
+GA_RPS=$(j guard-allow.closed .rps)
+NG_RPS=$(j nginx.closed .rps)
+RATIO=$(calc "sprintf(\"%.1f\", ($NG_RPS > 0) ? $GA_RPS / $NG_RPS * 100 : 0)")
+ADD_P50=$(( $(j guard-allow.open .p50_us) - $(j direct.open .p50_us) ))
+ADD_P99=$(( $(j guard-allow.open .p99_us) - $(j direct.open .p99_us) ))
+ADD_P999=$(( $(j guard-allow.open .p999_us) - $(j direct.open .p999_us) ))
+AUDIT_EPS=$(jq -r .events_per_s <<<"$AUDIT")
+BYTES_PER_DECISION=$(calc "($DECISIONS > 0) ? ($DB_AFTER - $DB_BEFORE) / $DECISIONS : 0")
+
+# verdict ACTUAL TARGET higher|lower UNIT: "**met**" or "**missed** by how much".
+verdict() {
+  LC_ALL=C awk -v a="$1" -v t="$2" -v d="$3" -v u="$4" 'BEGIN {
+    if (d == "higher" ? a >= t : a <= t) { print "**met**"; exit }
+    if (d == "higher") printf "**missed** by %.4g %s (%.1f %% of the target)", t - a, u, a / t * 100
+    else printf "**missed** by %.4g %s", a - t, u
+  }'
+}
+
+HOST_CPU=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+HOST_MEM=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+DIRTY=$(git status --porcelain 2>/dev/null | head -1)
+[[ -n $DIRTY ]] && COMMIT="$COMMIT (with uncommitted changes)"
+DISK=$(df -hT "$WORK" | awk 'NR == 2 { print $2 " on " $1 }')
+
+row() {
+  local name=$1
+  printf '| `%s` | %s | %s | %s | %s | %s | %s | %s |\n' "$name" \
+    "$(fmt_int "$(j "$name.closed" .rps)")" "$(j "$name.closed" .p99_us)" \
+    "$(j "$name.open" .p50_us)" "$(j "$name.open" .p99_us)" "$(j "$name.open" .p999_us)" "$(j "$name.open" .max_us)" \
+    "$(( $(j "$name.closed" .errors) + $(j "$name.open" .errors) ))"
+}
+
+# Hand-written notes survive a regeneration between these markers.
+NOTES=""
+if [[ -f $ROOT/bench/RESULTS.md ]]; then
+  NOTES=$(awk '/<!-- BEGIN NOTES -->/ { on = 1; next } /<!-- END NOTES -->/ { on = 0 } on' "$ROOT/bench/RESULTS.md")
+fi
+
+{
+  echo "# Benchmark results (\`make bench\`)"
+  echo
+  echo "Generated by \`bench/run.sh\`$([[ $QUICK == 1 ]] && echo ' in quick mode (BENCH_QUICK=1: short legs, not a claim)') on $(date -u '+%Y-%m-%d %H:%M UTC'), commit $COMMIT."
+  echo "Method: spec/PERFORMANCE.md. Every figure below comes from this one run."
+  echo
+  echo "## Machine"
+  echo
+  echo "| | |"
+  echo "|---|---|"
+  echo "| CPU | $HOST_CPU, $(nproc) cores (load generator, stub, nginx and guard share them) |"
+  echo "| memory | $HOST_MEM |"
+  echo "| kernel | $(uname -sr) |"
+  echo "| disk of the guard's data dir | $DISK |"
+  echo "| nginx | $("$NGINX" -v 2>&1 | sed 's/.*version: //') |"
+  echo "| wrk | $(wrk -v 2>&1 | head -1 | awk '{print $2}') |"
+  echo
+  echo "## Targets"
+  echo
+  echo "| target | measured | verdict |"
+  echo "|---|---|---|"
+  echo "| guard-allow ≥ 5,000 durable decisions/s | $(fmt_int "$GA_RPS") req/s | $(verdict "$GA_RPS" 5000 higher req/s) |"
+  echo "| guard-allow ≥ 35 % of nginx throughput (same concurrency) | $RATIO % | $(verdict "$RATIO" 35 higher 'percentage points') |"
+  echo "| p99 added latency (guard-allow − direct) ≤ 2 ms at $RATE req/s | $ADD_P99 µs | $(verdict "$ADD_P99" 2000 lower µs) |"
+  echo "| audit verification ≥ 1,000,000 events/s | $(fmt_int "$AUDIT_EPS") events/s | $(verdict "$AUDIT_EPS" 1000000 higher events/s) |"
+  echo
+  echo "## Legs"
+  echo
+  echo "$CONNS connections everywhere, one request in flight per connection, a unique Idempotency-Key on"
+  echo "every request, body \`amount=1000&currency=usd\` (guard-hold: \`amount=200000\`, answered 402)."
+  echo "Closed loop: ${DURATION} s after ${WARMUP} s warm-up. Open loop: $RATE req/s offered for ${OPEN_DURATION} s after"
+  echo "${WARMUP} s warm-up, latency from the scheduled send time (µs, HDR histogram)."
+  echo
+  echo "| leg | closed req/s | closed p99 µs | open p50 µs | open p99 µs | open p99.9 µs | open max µs | errors |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+  row direct
+  row nginx
+  row guard-allow
+  row guard-hold
+  echo
+  echo "- \`guard-allow / nginx\` throughput: **$RATIO %**"
+  echo "- \`guard-allow − direct\` added latency at $RATE req/s: p50 **$ADD_P50 µs**, p99 **$ADD_P99 µs**, p99.9 $ADD_P999 µs"
+  echo "- open-loop achieved rates: direct $(j direct.open .rps), nginx $(j nginx.open .rps), guard-allow $(j guard-allow.open .rps), guard-hold $(j guard-hold.open .rps) req/s"
+  echo
+  echo "### wrk cross-check (\`wrk -t2 -c$CONNS -d${WRK_SECS}s --latency -s bench/wrk_unique_key.lua\`)"
+  echo
+  echo "| leg | wrk req/s | pg-load req/s | wrk p50 µs | wrk p99 µs | non-2xx |"
+  echo "|---|---:|---:|---:|---:|---:|"
+  for n in nginx guard-allow; do
+    echo "| \`$n\` | $(fmt_int "$(j "wrk.$n" .rps)") | $(fmt_int "$(j "$n.closed" .rps)") | $(j "wrk.$n" .p50_us) | $(j "wrk.$n" .p99_us) | $(j "wrk.$n" .non_2xx) |"
+  done
+  echo
+  echo "## Guard process and store"
+  echo
+  echo "| | |"
+  echo "|---|---|"
+  echo "| startup (process start → port accepting), $STARTUP_RUNS starts | median $(jq -r .median_ms <<<"$STARTUP") ms (min $(jq -r .min_ms <<<"$STARTUP"), max $(jq -r .max_ms <<<"$STARTUP"); runs $(jq -c .runs_ms <<<"$STARTUP")) |"
+  echo "| peak RSS under load (VmHWM after all legs) | $(calc "$RSS_HWM_KB / 1024" | xargs printf '%.1f') MiB (VmRSS then: $(calc "$RSS_NOW_KB / 1024" | xargs printf '%.1f') MiB) |"
+  echo "| decisions stored by the guard legs (incl. warm-up and wrk) | $(fmt_int "$DECISIONS") |"
+  echo "| store file growth | $(fmt_int "$DB_BEFORE") → $(fmt_int "$DB_AFTER") bytes |"
+  echo "| store bytes per decision | $(fmt_int "$BYTES_PER_DECISION") B → $(calc "$BYTES_PER_DECISION * 1000000 / 1073741824" | xargs printf '%.2f') GiB per 1M decisions |"
+  echo "| guard's audit chain after the run | \`$GUARD_VERIFY\` |"
+  echo
+  echo "## Audit-chain verification (\`pg-audit-bench\`, real store)"
+  echo
+  echo "| | |"
+  echo "|---|---|"
+  echo "| events verified | $(fmt_int "$(jq -r .events <<<"$AUDIT")") of $(fmt_int "$(jq -r .target_events <<<"$AUDIT")") targeted$(
+    [[ $(jq -r .extrapolated <<<"$AUDIT") == true ]] && echo " — **extrapolated**: the store has no bulk append; filling through Store::decide/settle (one commit per event) ran out of its ${AUDIT_BUDGET} s budget") |"
+  echo "| fill | $(jq -r .fill_secs <<<"$AUDIT") s, $(fmt_int "$(jq -r .fill_events_per_s <<<"$AUDIT")") events/s (decide + settle per payment, tmpfs) |"
+  echo "| verification | $(jq -r .verify_secs <<<"$AUDIT") s median of $(jq -c .verify_runs_secs <<<"$AUDIT") → **$(fmt_int "$AUDIT_EPS") events/s** |"
+  echo "| time to verify $(fmt_int "$(jq -r .target_events <<<"$AUDIT")") events | $(jq -r .verify_secs_at_target <<<"$AUDIT") s$([[ $(jq -r .extrapolated <<<"$AUDIT") == true ]] && echo ' (extrapolated)') |"
+  echo "| store file | $(fmt_int "$(jq -r .file_bytes <<<"$AUDIT")") bytes, $(fmt_int "$(jq -r .bytes_per_event <<<"$AUDIT")") B per event (intents, idempotency, spend included) |"
+  if [[ -n $PERF_TOP ]]; then
+    echo
+    echo "## Profile of the guard (perf, guard-allow closed loop, self time by symbol)"
+    echo
+    echo '```'
+    echo "$PERF_TOP"
+    echo '```'
+  fi
+  echo
+  echo "## Notes"
+  echo
+  echo "<!-- BEGIN NOTES -->"
+  if [[ -n $NOTES ]]; then echo "$NOTES"; fi
+  echo "<!-- END NOTES -->"
+  echo
+  echo "## Raw output"
+  echo
+  echo '```'
+  for n in direct nginx guard-allow guard-hold; do cat "$WORK/$n.closed.json" "$WORK/$n.open.json"; done
+  cat "$WORK/wrk.nginx.json" "$WORK/wrk.guard-allow.json"
+  echo "startup: $STARTUP"
+  echo "audit: $AUDIT"
+  echo '```'
+} >"$RESULTS"
+
+echo
+sed -n '/^## Targets/,/^### wrk/p' "$RESULTS" | sed '$d'
+log "report written to $RESULTS"
+if [[ $QUICK == 1 && -z ${BENCH_RESULTS:-} ]]; then cat "$RESULTS"; fi

@@ -1,0 +1,190 @@
+//! `pg-audit-bench`: audit-chain verification speed over the real store (PERFORMANCE.md: events/s
+//! over 1,000,000 events), and the store's size per event.
+//!
+//! The chain is filled through the store's public API the way the guard fills it: one
+//! [`Store::decide`] (a `decision` event) and one [`Store::settle`] (an `intent.succeeded` event)
+//! per simulated payment, each its own write transaction. The store has no public bulk append,
+//! so filling costs one commit per event; the data directory is put on tmpfs (`/dev/shm`) by
+//! default so those commits do not wait for the disk. Verification reads the whole chain, which
+//! is in the page cache either way. When the fill budget runs out before the target count, the
+//! chain that was built is verified and the report says `"extrapolated": true`.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use policies::FormLimits;
+use serde_json::json;
+use store::{
+    Actor, CapSpec, Decision, DecisionRequest, MasterKey, OrgId, Store, StoredResponse,
+    UpstreamOutcome,
+};
+
+/// Audit-chain verification benchmark.
+#[derive(Debug, Parser)]
+#[command(name = "pg-audit-bench")]
+struct Args {
+    /// Events to append before verifying.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Longest time spent appending; past it the chain built so far is verified.
+    #[arg(long, default_value_t = 150.0)]
+    fill_budget_secs: f64,
+    /// Parent of the temporary data directory (default: /dev/shm when present).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Cedar policy set to activate (default: the organization's default set).
+    #[arg(long)]
+    policies: Option<PathBuf>,
+    /// Number of timed verifications (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    verify_runs: usize,
+}
+
+const BODY: &[u8] = b"amount=1000&currency=usd";
+const PATH: &str = "/v1/payment_intents";
+
+/// The bench organization: policies, the three caps of `bench/run.sh`, an agent, a rail key.
+fn prepare(
+    store: &Store,
+    policies: Option<&std::path::Path>,
+) -> anyhow::Result<(OrgId, store::AgentId)> {
+    let actor = Actor::System("bench".into());
+    let (org, _) =
+        store.init_org_with_owner("Audit bench", "bench@example.com", "bench-password-1")?;
+    if let Some(p) = policies {
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+        store.set_policy(&org.id, &text, &actor)?;
+    }
+    let (agent, _token) = store.create_agent(&org.id, "bench-agent", vec![], &actor)?;
+    let caps = [
+        json!({"scope": "org", "currency": "usd", "interval": "daily", "limit": 1_000_000_000_000i64, "on_exceed": "hold"}),
+        json!({"scope": format!("agent:{}", agent.id), "currency": "usd", "interval": "monthly", "limit": 1_000_000_000_000i64, "on_exceed": "hold"}),
+        json!({"scope": "org", "currency": "usd", "interval": "per_transaction", "limit": 500_000, "on_exceed": "hold"}),
+    ];
+    for cap in caps {
+        store.add_cap(&org.id, serde_json::from_value::<CapSpec>(cap)?, &actor)?;
+    }
+    store.set_rail_key(&org.id, "sk_test_bench", &actor)?;
+    Ok((org.id, agent.id))
+}
+
+/// One simulated payment: decide (allow) and settle (200). Two audit events.
+fn payment(store: &Store, org: &OrgId, agent: &store::AgentId, n: u64) -> anyhow::Result<()> {
+    let facts = policies::classify("POST", PATH, BODY, &FormLimits::default())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let req = DecisionRequest {
+        org: org.clone(),
+        agent: agent.clone(),
+        idempotency_key: format!("audit-bench-{n}"),
+        method: "POST".into(),
+        path: PATH.into(),
+        body: BODY.to_vec(),
+        facts,
+        hold_expiry_secs: 86_400,
+    };
+    let Decision::Forward { intent, .. } = store.decide(&req)? else {
+        bail!("the bench payment was not allowed: check the policies and caps");
+    };
+    let response = StoredResponse {
+        status: 200,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: br#"{"id":"pi_bench000000000000000001","object":"payment_intent","amount":1000,"currency":"usd","status":"succeeded"}"#.to_vec(),
+    };
+    store.settle(
+        org,
+        &intent.id,
+        UpstreamOutcome::Response {
+            response,
+            upstream_id: Some("pi_bench000000000000000001".into()),
+        },
+    )?;
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.verify_runs == 0 || args.verify_runs > 20 {
+        bail!("--verify-runs must be within 1..=20");
+    }
+    let parent = args.dir.clone().unwrap_or_else(|| {
+        let shm = PathBuf::from("/dev/shm");
+        if shm.is_dir() {
+            shm
+        } else {
+            std::env::temp_dir()
+        }
+    });
+    let tmp = tempfile::Builder::new()
+        .prefix("pg-audit-bench")
+        .tempdir_in(&parent)?;
+    let store = Store::open(tmp.path(), MasterKey::generate())?;
+    let (org, agent) = prepare(&store, args.policies.as_deref())?;
+
+    let budget = Duration::from_secs_f64(args.fill_budget_secs);
+    let fill_start = Instant::now();
+    let mut seq = store.audit_head(&org)?.seq;
+    let mut payments = 0u64;
+    let step = (args.events / 20).max(1);
+    let mut next_progress = step;
+    while seq < args.events && fill_start.elapsed() < budget {
+        payment(&store, &org, &agent, payments)?;
+        payments += 1;
+        seq += 2;
+        if seq >= next_progress {
+            eprintln!(
+                "pg-audit-bench: {seq} events after {:.1} s",
+                fill_start.elapsed().as_secs_f64()
+            );
+            next_progress += step;
+        }
+    }
+    let fill_secs = fill_start.elapsed().as_secs_f64();
+
+    let mut runs = Vec::with_capacity(args.verify_runs);
+    let mut events = 0u64;
+    for _ in 0..args.verify_runs {
+        let t = Instant::now();
+        let report = store.audit_verify(&org)?;
+        runs.push(t.elapsed().as_secs_f64());
+        match report {
+            store::VerifyReport::Ok { events: n, .. } => events = n,
+            broken => bail!("the freshly built chain does not verify: {broken:?}"),
+        }
+    }
+    assert_eq!(
+        events,
+        store.audit_head(&org)?.seq,
+        "verify counted every event of the chain"
+    );
+    let mut sorted = runs.clone();
+    sorted.sort_by(f64::total_cmp);
+    let verify_secs = sorted[sorted.len() / 2];
+    let events_per_s = events as f64 / verify_secs;
+
+    let meta = std::fs::metadata(store.path())?;
+    let file_bytes = meta.len();
+    let allocated_bytes = std::os::unix::fs::MetadataExt::blocks(&meta) * 512;
+    println!(
+        "{}",
+        json!({
+            "target_events": args.events,
+            "events": events,
+            "extrapolated": events < args.events,
+            "payments": payments,
+            "fill_secs": (fill_secs * 100.0).round() / 100.0,
+            "fill_events_per_s": (seq as f64 / fill_secs).round(),
+            "verify_runs_secs": runs.iter().map(|s| (s * 1e4).round() / 1e4).collect::<Vec<_>>(),
+            "verify_secs": (verify_secs * 1e4).round() / 1e4,
+            "events_per_s": events_per_s.round(),
+            "verify_secs_at_target": (args.events as f64 / events_per_s * 100.0).round() / 100.0,
+            "file_bytes": file_bytes,
+            "allocated_bytes": allocated_bytes,
+            "bytes_per_event": (file_bytes as f64 / events as f64).round(),
+            "dir": parent.display().to_string(),
+        })
+    );
+    Ok(())
+}
