@@ -57,7 +57,20 @@ pub fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let committer = store::Committer::start(store.clone(), store::WriterLimits::default());
-    let guard = Guard::new(store.clone(), committer, upstream, settings, events);
+    let forwarder = proxy::Forwarder::new(
+        &cfg.upstream.base_url,
+        std::time::Duration::from_secs(cfg.upstream.timeout_secs),
+        settings.max_stored_response_bytes,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let guard = Guard::new(
+        store.clone(),
+        committer,
+        forwarder,
+        upstream,
+        settings,
+        events,
+    );
     let mut proxy_service = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         guard,

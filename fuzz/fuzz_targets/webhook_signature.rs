@@ -25,17 +25,29 @@ fuzz_target!(|data: &[u8]| {
 
     // The bytes as the signature header, over a fixed id, timestamp and body.
     let _ = parse_signature_header(&text);
-    let headers = Headers { id: ID, timestamp: TIMESTAMP, signature: &text };
+    let headers = Headers {
+        id: ID,
+        timestamp: TIMESTAMP,
+        signature: &text,
+    };
     let _ = verify(secret, &headers, b"{}", NOW, DEFAULT_TOLERANCE_SECS);
 
     // The bytes as the timestamp, with a signature that is valid for the fixed one.
     let valid = sign(secret, ID, NOW, b"{}");
-    let headers = Headers { id: ID, timestamp: &text, signature: &valid };
+    let headers = Headers {
+        id: ID,
+        timestamp: &text,
+        signature: &valid,
+    };
     let _ = verify(secret, &headers, b"{}", NOW, DEFAULT_TOLERANCE_SECS);
 
     // The bytes as a correctly signed body, so the event parser sees them too.
     let signed = sign(secret, ID, NOW, data);
-    let headers = Headers { id: ID, timestamp: TIMESTAMP, signature: &signed };
+    let headers = Headers {
+        id: ID,
+        timestamp: TIMESTAMP,
+        signature: &signed,
+    };
     let verified = verify(secret, &headers, data, NOW, DEFAULT_TOLERANCE_SECS);
     // Signed by the same key: only the body parse may refuse it.
     assert!(!matches!(

@@ -4,12 +4,14 @@
 
 mod auth;
 mod errors;
+mod forward;
 mod service;
 mod upstream;
 mod view;
 mod waiters;
 
 pub use errors::GuardError;
+pub use forward::{Forwarder, Outbound};
 pub use service::{Ctx, Guard, ProxySettings};
 pub use upstream::Upstream;
 pub use waiters::{IntentEvents, Subscription};

@@ -11,13 +11,15 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType};
 use policies::{FormLimits, Outcome};
+use store::UpstreamOutcome;
 use store::{
     AuthedAgent, Committer, Decision, DecisionRequest, Intent, IntentStatus, OrgId, Store,
-    StoredResponse, UpstreamOutcome,
+    StoredResponse,
 };
 
 use crate::auth::token_from_header;
 use crate::errors::GuardError;
+use crate::forward::{Forwarder, Outbound};
 use crate::upstream::Upstream;
 use crate::waiters::IntentEvents;
 
@@ -58,28 +60,16 @@ const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
 pub struct Guard {
     store: Arc<Store>,
     committer: Committer,
+    forwarder: Forwarder,
     upstream: Arc<Upstream>,
     settings: ProxySettings,
     events: IntentEvents,
 }
 
-/// What a forwarded request needs in later phases.
+/// What a forwarded read needs in later phases.
 #[derive(Debug)]
 struct Forward {
-    /// The decided intent (mutations); `None` for reads.
-    intent: Option<Box<Intent>>,
     rail_key: String,
-    body_len: usize,
-}
-
-/// The upstream response as it passes through, kept for settlement and replay.
-#[derive(Debug, Default)]
-struct Captured {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    complete: bool,
-    overflow: bool,
 }
 
 /// Per-request state.
@@ -87,7 +77,6 @@ struct Captured {
 pub struct Ctx {
     org: Option<OrgId>,
     forward: Option<Forward>,
-    captured: Option<Captured>,
 }
 
 /// The outcome of the request phase.
@@ -101,6 +90,7 @@ impl Guard {
     pub fn new(
         store: Arc<Store>,
         committer: Committer,
+        forwarder: Forwarder,
         upstream: Arc<Upstream>,
         settings: ProxySettings,
         events: IntentEvents,
@@ -108,6 +98,7 @@ impl Guard {
         Self {
             store,
             committer,
+            forwarder,
             upstream,
             settings,
             events,
@@ -148,7 +139,7 @@ impl Guard {
         }
         match method.as_str() {
             "GET" => self.read(session, ctx, &agent, &path).await,
-            "POST" | "DELETE" => self.mutation(session, ctx, &agent, method, path).await,
+            "POST" | "DELETE" => self.mutation(session, &agent, method, path).await,
             other => Err(GuardError::MethodNotAllowed(other.to_string())),
         }
     }
@@ -191,11 +182,7 @@ impl Guard {
         }
         let rail_key = rail_key.ok_or(GuardError::RailNotConfigured)?;
         let _ = session.drain_request_body().await;
-        ctx.forward = Some(Forward {
-            intent: None,
-            rail_key,
-            body_len: 0,
-        });
+        ctx.forward = Some(Forward { rail_key });
         Ok(Step::Forward)
     }
 
@@ -203,7 +190,6 @@ impl Guard {
     async fn mutation(
         &self,
         session: &mut Session,
-        ctx: &mut Ctx,
         agent: &AuthedAgent,
         method: String,
         path: String,
@@ -223,21 +209,71 @@ impl Guard {
             hold_expiry_secs: self.settings.hold_expiry_secs,
         };
         let wait = prefer_wait(session).map(|w| w.min(self.settings.max_hold_wait_secs));
+        let body = req.body.clone();
         let decision = self.decide(req).await?;
         match decision {
             Decision::Forward { intent, rail_key } => {
-                ctx.forward = Some(Forward {
-                    body_len: session.get_retry_buffer().map_or(0, |b| b.len()),
-                    intent: Some(intent),
-                    rail_key,
-                });
-                Ok(Step::Forward)
+                self.forward(session, *intent, &rail_key, body).await
             }
             Decision::Respond(intent) => self.answer_intent(session, *intent, wait).await,
             Decision::InFlight(id) => Err(GuardError::InProgress(id.to_string())),
             Decision::KeyReused => Err(GuardError::IdempotencyKeyReused),
             Decision::Frozen => Err(GuardError::AgentFrozen),
             Decision::RailNotConfigured => Err(GuardError::RailNotConfigured),
+        }
+    }
+
+    /// PROXY.md step 5, allow: send upstream with the rail key and the intent-derived key, settle
+    /// durably, then answer the agent with exactly what was stored.
+    async fn forward(
+        &self,
+        session: &mut Session,
+        intent: Intent,
+        rail_key: &str,
+        body: Vec<u8>,
+    ) -> Result<Step, GuardError> {
+        let req = session.req_header();
+        let path_and_query = req
+            .uri
+            .path_and_query()
+            .map_or_else(|| intent.path.clone(), |p| p.as_str().to_string());
+        let headers: Vec<(String, String)> = req
+            .headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect();
+        let outcome = self
+            .forwarder
+            .send(Outbound {
+                method: &intent.method,
+                path_and_query: &path_and_query,
+                headers: &headers,
+                rail_key,
+                idempotency_key: &intent.upstream_idempotency_key,
+                body,
+            })
+            .await;
+        let settled = self
+            .committer
+            .settle(intent.org.clone(), intent.id.clone(), outcome.clone())
+            .await;
+        self.events.publish(&intent.id);
+        if let Err(e) = &settled {
+            // The rail may have acted: the intent stays `forwarding` until restart recovery marks
+            // it `unknown`, and a retry with the same key forwards again with the same upstream key.
+            tracing::error!(intent = %intent.id, error = %e, "settlement failed");
+        }
+        match outcome {
+            UpstreamOutcome::Response { response, .. } => {
+                write_stored(session, &response, &intent)
+                    .await
+                    .map_err(|_| GuardError::StoreUnavailable)?;
+                Ok(Step::Answered)
+            }
+            UpstreamOutcome::Lost(why) => {
+                tracing::warn!(intent = %intent.id, error = %why, "upstream unavailable; intent unknown");
+                Err(GuardError::UpstreamUnavailable(Some(intent.id.to_string())))
+            }
         }
     }
 
@@ -345,7 +381,6 @@ impl Guard {
                 .await
                 .map_err(|_| GuardError::Unparseable("cannot answer Expect".into()))?;
         }
-        session.enable_retry_buffering();
         let mut body = Vec::new();
         loop {
             match session.read_request_body().await {
@@ -363,9 +398,6 @@ impl Guard {
                     )));
                 }
             }
-        }
-        if session.retry_buffer_truncated() {
-            return Err(GuardError::BodyTooLarge(max));
         }
         Ok(body)
     }
@@ -481,45 +513,6 @@ async fn write_stored(
         .await
 }
 
-/// Headers that describe one connection, not the response (never stored or replayed).
-fn hop_by_hop(name: &str) -> bool {
-    matches!(
-        name,
-        "connection"
-            | "keep-alive"
-            | "transfer-encoding"
-            | "content-length"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "upgrade"
-            | "guard-intent"
-            | "guard-decision"
-    )
-}
-
-/// The Stripe object id in a JSON response body (gzip-decoded when needed).
-fn upstream_object_id(headers: &[(String, String)], body: &[u8]) -> Option<String> {
-    let gz = headers
-        .iter()
-        .any(|(k, v)| k == "content-encoding" && v.contains("gzip"));
-    let plain;
-    let json_bytes = if gz {
-        use std::io::Read;
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(body)
-            .take(8 * 1024 * 1024)
-            .read_to_end(&mut out)
-            .ok()?;
-        plain = out;
-        plain.as_slice()
-    } else {
-        body
-    };
-    let v: serde_json::Value = serde_json::from_slice(json_bytes).ok()?;
-    v.get("id")?.as_str().map(str::to_string)
-}
-
 #[async_trait]
 impl ProxyHttp for Guard {
     type CTX = Ctx;
@@ -578,11 +571,6 @@ impl ProxyHttp for Guard {
         }
         req.insert_header("authorization", format!("Bearer {}", fwd.rail_key))?;
         req.insert_header("host", self.upstream.host_header())?;
-        if let Some(intent) = &fwd.intent {
-            // PROXY.md: the upstream key derives from the intent, so a retry never pays twice.
-            req.insert_header("idempotency-key", intent.upstream_idempotency_key.as_str())?;
-            req.insert_header("content-length", fwd.body_len.to_string())?;
-        }
         Ok(())
     }
 
@@ -592,56 +580,10 @@ impl ProxyHttp for Guard {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
-        let Some(fwd) = ctx.forward.as_ref() else {
-            return Ok(());
-        };
-        let headers = resp
-            .headers
-            .iter()
-            .filter(|(k, _)| !hop_by_hop(k.as_str()))
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
-        ctx.captured = Some(Captured {
-            status: resp.status.as_u16(),
-            headers,
-            ..Default::default()
-        });
-        match &fwd.intent {
-            Some(intent) => {
-                resp.insert_header("guard-intent", intent.id.as_str())?;
-                resp.insert_header("guard-decision", intent.decision.as_str())?;
-            }
-            None => resp.insert_header("guard-decision", "allow")?,
+        if ctx.forward.is_some() {
+            resp.insert_header("guard-decision", "allow")?;
         }
         Ok(())
-    }
-
-    fn response_body_filter(
-        &self,
-        _session: &mut Session,
-        body: &mut Option<Bytes>,
-        end: bool,
-        ctx: &mut Ctx,
-    ) -> pingora::Result<Option<Duration>> {
-        let intent_forwarded = ctx.forward.as_ref().is_some_and(|f| f.intent.is_some());
-        if let (true, Some(c)) = (intent_forwarded, ctx.captured.as_mut()) {
-            if let Some(b) = body.as_ref() {
-                if c.body.len() + b.len() > self.settings.max_stored_response_bytes {
-                    c.overflow = true;
-                } else if !c.overflow {
-                    c.body.extend_from_slice(b);
-                }
-            }
-            if end {
-                c.complete = true;
-            }
-        }
-        Ok(None)
     }
 
     fn fail_to_connect(
@@ -657,13 +599,8 @@ impl ProxyHttp for Guard {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        let intent = ctx
-            .forward
-            .as_ref()
-            .and_then(|f| f.intent.as_ref())
-            .map(|i| i.id.to_string());
-        tracing::warn!(error = %e, intent = intent.as_deref().unwrap_or("-"), "proxying failed");
-        let err = GuardError::UpstreamUnavailable(intent);
+        tracing::warn!(error = %e, org = ?ctx.org, "proxying a read failed");
+        let err = GuardError::UpstreamUnavailable(None);
         let code = if session.response_written().is_none() {
             let _ = write_error(session, &err).await;
             502
@@ -674,45 +611,5 @@ impl ProxyHttp for Guard {
             error_code: code,
             can_reuse_downstream: false,
         }
-    }
-
-    async fn logging(&self, _session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        let Some(intent) = ctx.forward.as_ref().and_then(|f| f.intent.as_ref()) else {
-            return;
-        };
-        let outcome = match ctx.captured.take() {
-            Some(c) if c.complete && !c.overflow => {
-                let upstream_id = upstream_object_id(&c.headers, &c.body);
-                UpstreamOutcome::Response {
-                    response: StoredResponse {
-                        status: c.status,
-                        headers: c.headers,
-                        body: c.body,
-                    },
-                    upstream_id,
-                }
-            }
-            Some(c) if c.complete => UpstreamOutcome::Response {
-                response: StoredResponse {
-                    status: c.status,
-                    headers: c.headers,
-                    body: Vec::new(),
-                },
-                upstream_id: None,
-            },
-            _ => UpstreamOutcome::Lost(
-                e.map_or_else(|| "response incomplete".to_string(), |e| e.to_string()),
-            ),
-        };
-        let (org, id) = (intent.org.clone(), intent.id.clone());
-        match self.committer.settle(org, id.clone(), outcome).await {
-            Ok(settled) => {
-                tracing::info!(intent = %id, status = settled.status.as_str(), "settled")
-            }
-            Err(_) => {
-                tracing::error!(intent = %id, "settlement failed; the intent stays forwarding until restart recovery")
-            }
-        }
-        self.events.publish(&id);
     }
 }
