@@ -184,6 +184,7 @@ log "startup: $STARTUP"
 
 # The store is only readable while the guard is stopped: sizes and counts before it starts.
 DB_BEFORE=$(stat -c %s "$DATA/guard.redb")
+DB_ALLOC_BEFORE=$(( $(stat -c '%b * %B' "$DATA/guard.redb") ))
 INTENTS_BEFORE=$("$GUARD" --data-dir "$DATA" intent list --org "$ORG" | wc -l)
 
 log "starting the guard on :$GUARD_PORT"
@@ -234,7 +235,7 @@ wrk_leg guard-allow "$GUARD_PORT"
 PERF_TOP=""
 if [[ $PROFILE == 1 ]] && command -v perf >/dev/null 2>&1; then
   log "profiling the guard with perf during a ${DURATION}s guard-allow closed loop"
-  perf record -F 499 -g -o "$WORK/perf.data" -p "$GUARD_PID" -- sleep "$DURATION" >/dev/null 2>&1 &
+  perf record -F 499 -o "$WORK/perf.data" -p "$GUARD_PID" -- sleep "$DURATION" >/dev/null 2>&1 &
   PERF_PID=$!
   "$BIN/pg-load" --url "http://127.0.0.1:$GUARD_PORT$URL_PATH" --token "$TOKEN" --connections "$CONNS" \
     --warmup-secs 0 --duration-secs "$DURATION" --label profile >"$WORK/profile.json"
@@ -248,6 +249,7 @@ RSS_NOW_KB=$(awk '/^VmRSS:/ { print $2 }' "/proc/$GUARD_PID/status")
 log "guard peak RSS: ${RSS_HWM_KB} kB"
 stop_pid "$GUARD_PID"
 DB_AFTER=$(stat -c %s "$DATA/guard.redb")
+DB_ALLOC_AFTER=$(( $(stat -c '%b * %B' "$DATA/guard.redb") ))
 INTENTS_AFTER=$("$GUARD" --data-dir "$DATA" intent list --org "$ORG" | wc -l)
 DECISIONS=$((INTENTS_AFTER - INTENTS_BEFORE))
 GUARD_VERIFY=$("$GUARD" --data-dir "$DATA" audit verify 2>&1 | tr '\n' ' ')
@@ -276,6 +278,7 @@ ADD_P99=$(( $(j guard-allow.open .p99_us) - $(j direct.open .p99_us) ))
 ADD_P999=$(( $(j guard-allow.open .p999_us) - $(j direct.open .p999_us) ))
 AUDIT_EPS=$(jq -r .events_per_s <<<"$AUDIT")
 BYTES_PER_DECISION=$(calc "($DECISIONS > 0) ? ($DB_AFTER - $DB_BEFORE) / $DECISIONS : 0")
+ALLOC_PER_DECISION=$(calc "($DECISIONS > 0) ? ($DB_ALLOC_AFTER - $DB_ALLOC_BEFORE) / $DECISIONS : 0")
 
 # verdict ACTUAL TARGET higher|lower UNIT: "**met**" or "**missed** by how much".
 verdict() {
@@ -366,8 +369,8 @@ fi
   echo "| startup (process start → port accepting), $STARTUP_RUNS starts | median $(jq -r .median_ms <<<"$STARTUP") ms (min $(jq -r .min_ms <<<"$STARTUP"), max $(jq -r .max_ms <<<"$STARTUP"); runs $(jq -c .runs_ms <<<"$STARTUP")) |"
   echo "| peak RSS under load (VmHWM after all legs) | $(calc "$RSS_HWM_KB / 1024" | xargs printf '%.1f') MiB (VmRSS then: $(calc "$RSS_NOW_KB / 1024" | xargs printf '%.1f') MiB) |"
   echo "| decisions stored by the guard legs (incl. warm-up and wrk) | $(fmt_int "$DECISIONS") |"
-  echo "| store file growth | $(fmt_int "$DB_BEFORE") → $(fmt_int "$DB_AFTER") bytes |"
-  echo "| store bytes per decision | $(fmt_int "$BYTES_PER_DECISION") B → $(calc "$BYTES_PER_DECISION * 1000000 / 1073741824" | xargs printf '%.2f') GiB per 1M decisions |"
+  echo "| store file growth | $(fmt_int "$DB_BEFORE") → $(fmt_int "$DB_AFTER") bytes (allocated on disk: $(fmt_int "$DB_ALLOC_BEFORE") → $(fmt_int "$DB_ALLOC_AFTER")) |"
+  echo "| store bytes per decision | $(fmt_int "$BYTES_PER_DECISION") B file length ($(fmt_int "$ALLOC_PER_DECISION") B allocated) → **$(calc "$BYTES_PER_DECISION * 1000000 / 1073741824" | xargs printf '%.2f') GiB per 1M decisions** ($(calc "$ALLOC_PER_DECISION * 1000000 / 1073741824" | xargs printf '%.2f') GiB allocated) |"
   echo "| guard's audit chain after the run | \`$GUARD_VERIFY\` |"
   echo
   echo "## Audit-chain verification (\`pg-audit-bench\`, real store)"
@@ -379,7 +382,16 @@ fi
   echo "| fill | $(jq -r .fill_secs <<<"$AUDIT") s, $(fmt_int "$(jq -r .fill_events_per_s <<<"$AUDIT")") events/s (decide + settle per payment, tmpfs) |"
   echo "| verification | $(jq -r .verify_secs <<<"$AUDIT") s median of $(jq -c .verify_runs_secs <<<"$AUDIT") → **$(fmt_int "$AUDIT_EPS") events/s** |"
   echo "| time to verify $(fmt_int "$(jq -r .target_events <<<"$AUDIT")") events | $(jq -r .verify_secs_at_target <<<"$AUDIT") s$([[ $(jq -r .extrapolated <<<"$AUDIT") == true ]] && echo ' (extrapolated)') |"
-  echo "| store file | $(fmt_int "$(jq -r .file_bytes <<<"$AUDIT")") bytes, $(fmt_int "$(jq -r .bytes_per_event <<<"$AUDIT")") B per event (intents, idempotency, spend included) |"
+  echo "| store file | $(fmt_int "$(jq -r .file_bytes <<<"$AUDIT")") bytes ($(fmt_int "$(jq -r .allocated_bytes <<<"$AUDIT")") allocated): $(fmt_int "$(jq -r .bytes_per_event <<<"$AUDIT")") B per event (intents, idempotency, spend included); an event alone is $(jq -r .verify_breakdown.avg_event_bytes <<<"$AUDIT") B of canonical JSON |"
+  echo
+  echo "Where verification time goes (per step, over the first $(fmt_int "$(jq -r .verify_breakdown.events <<<"$AUDIT")") events held in memory):"
+  echo
+  echo "| step | events/s |"
+  echo "|---|---:|"
+  echo "| read the raw events out of redb (all events) | $(fmt_int "$(jq -r .verify_breakdown.read_events_per_s <<<"$AUDIT")") |"
+  echo "| serde_json parse of an event alone | $(fmt_int "$(jq -r .verify_breakdown.json_parse_events_per_s <<<"$AUDIT")") |"
+  echo "| SHA-256 of an event's bytes alone | $(fmt_int "$(jq -r .verify_breakdown.sha256_events_per_s <<<"$AUDIT")") |"
+  echo "| \`store::check_event\` (parse, JCS canonicalization, SHA-256, compare) | $(fmt_int "$(jq -r .verify_breakdown.check_event_events_per_s <<<"$AUDIT")") |"
   if [[ -n $PERF_TOP ]]; then
     echo
     echo "## Profile of the guard (perf, guard-allow closed loop, self time by symbol)"

@@ -139,9 +139,9 @@ pub fn check_event(
 }
 
 /// Verify a sequence of raw events (in stored order) and the stored head.
-pub(crate) fn verify_events<'a>(
+pub(crate) fn verify_events(
     events: impl Iterator<Item = Result<Vec<u8>>>,
-    stored_head: Option<&'a AuditHead>,
+    stored_head: Option<&AuditHead>,
 ) -> Result<VerifyReport> {
     let mut prev = GENESIS.to_string();
     let mut seq = 0u64;
@@ -163,17 +163,17 @@ pub(crate) fn verify_events<'a>(
         }
     }
     let head = AuditHead { seq, hash: prev };
-    if let Some(stored) = stored_head {
-        if *stored != head {
-            return Ok(VerifyReport::Broken {
-                ok: false,
-                first_bad_seq: seq + 1,
-                reason: format!(
-                    "chain ends at seq {seq} but the stored head is seq {}",
-                    stored.seq
-                ),
-            });
-        }
+    if let Some(stored) = stored_head
+        && *stored != head
+    {
+        return Ok(VerifyReport::Broken {
+            ok: false,
+            first_bad_seq: seq + 1,
+            reason: format!(
+                "chain ends at seq {seq} but the stored head is seq {}",
+                stored.seq
+            ),
+        });
     }
     Ok(VerifyReport::Ok {
         ok: true,

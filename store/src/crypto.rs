@@ -82,31 +82,6 @@ impl MasterKey {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn seal_round_trips_and_binds_context() {
-        let k = MasterKey::generate();
-        let s = k.seal("rail|org_a", b"sk_test_123");
-        assert_eq!(k.open("rail|org_a", &s).unwrap(), b"sk_test_123");
-        assert!(matches!(k.open("rail|org_b", &s), Err(StoreError::Crypto)));
-        assert!(matches!(
-            MasterKey::generate().open("rail|org_a", &s),
-            Err(StoreError::Crypto)
-        ));
-        assert!(!s.contains("sk_test"));
-    }
-
-    #[test]
-    fn master_key_must_be_32_bytes() {
-        assert!(MasterKey::from_base64("AAAA").is_err());
-        let k = MasterKey::generate();
-        assert!(MasterKey::from_base64(&k.to_base64()).is_ok());
-    }
-}
-
 /// The master key from `configured` (base64, e.g. `GUARD_SECRETS_MASTER_KEY`), or else from
 /// `data_dir/master.key`, generated there with mode 0600 on first start.
 pub fn load_or_create_master_key(
@@ -140,4 +115,29 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
     f.write_all(bytes)?;
     f.sync_all()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_round_trips_and_binds_context() {
+        let k = MasterKey::generate();
+        let s = k.seal("rail|org_a", b"sk_test_123");
+        assert_eq!(k.open("rail|org_a", &s).unwrap(), b"sk_test_123");
+        assert!(matches!(k.open("rail|org_b", &s), Err(StoreError::Crypto)));
+        assert!(matches!(
+            MasterKey::generate().open("rail|org_a", &s),
+            Err(StoreError::Crypto)
+        ));
+        assert!(!s.contains("sk_test"));
+    }
+
+    #[test]
+    fn master_key_must_be_32_bytes() {
+        assert!(MasterKey::from_base64("AAAA").is_err());
+        let k = MasterKey::generate();
+        assert!(MasterKey::from_base64(&k.to_base64()).is_ok());
+    }
 }

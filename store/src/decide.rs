@@ -484,11 +484,10 @@ pub(crate) fn settle_in(
         response,
         upstream_id,
     } = outcome
+        && next != IntentStatus::Unknown
     {
-        if next != IntentStatus::Unknown {
-            intent.response = Some(response);
-            intent.upstream_id = upstream_id;
-        }
+        intent.response = Some(response);
+        intent.upstream_id = upstream_id;
     }
     if next == IntentStatus::Failed {
         release_in(txn, &mut intent)?;
@@ -509,11 +508,11 @@ pub(crate) fn settle_in(
 }
 
 fn release_in(txn: &redb::WriteTransaction, intent: &mut Intent) -> Result<()> {
-    if let Some(r) = intent.reservation.as_mut() {
-        if !r.released {
-            spend::add(txn, &r.counters, -r.amount)?;
-            r.released = true;
-        }
+    if let Some(r) = intent.reservation.as_mut()
+        && !r.released
+    {
+        spend::add(txn, &r.counters, -r.amount)?;
+        r.released = true;
     }
     Ok(())
 }

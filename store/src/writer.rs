@@ -46,7 +46,16 @@ enum Job {
 
 enum Answer {
     Decide(Result<Decision>),
-    Settle(Result<Intent>),
+    Settle(Box<Result<Intent>>),
+}
+
+impl Answer {
+    fn is_err(&self) -> bool {
+        match self {
+            Answer::Decide(r) => r.is_err(),
+            Answer::Settle(r) => r.is_err(),
+        }
+    }
 }
 
 impl Job {
@@ -54,7 +63,7 @@ impl Job {
         match self {
             Job::Decide(req, _) => Answer::Decide(store.decide_in(txn, req, clock)),
             Job::Settle(org, id, outcome, _) => {
-                Answer::Settle(settle_in(txn, org, id, outcome.clone(), clock))
+                Answer::Settle(Box::new(settle_in(txn, org, id, outcome.clone(), clock)))
             }
         }
     }
@@ -65,7 +74,7 @@ impl Job {
                 let _ = tx.send(r);
             }
             (Job::Settle(_, _, _, tx), Answer::Settle(r)) => {
-                let _ = tx.send(r);
+                let _ = tx.send(*r);
             }
             (job, _) => job.fail(StoreError::Db("internal: mismatched answer".into())),
         }
@@ -171,7 +180,7 @@ fn commit_batch(store: &Store, mut batch: Vec<Job>) {
         let mut failed = None;
         for (i, job) in batch.iter().enumerate() {
             let a = job.run(store, &txn, &clock);
-            if matches!(&a, Answer::Decide(Err(_)) | Answer::Settle(Err(_))) {
+            if a.is_err() {
                 failed = Some((i, a));
                 break;
             }

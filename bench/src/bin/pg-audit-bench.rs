@@ -16,6 +16,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use policies::FormLimits;
 use serde_json::json;
+use sha2::Digest as _;
 use store::{
     Actor, CapSpec, Decision, DecisionRequest, MasterKey, OrgId, Store, StoredResponse,
     UpstreamOutcome,
@@ -40,6 +41,9 @@ struct Args {
     /// Number of timed verifications (the median is reported).
     #[arg(long, default_value_t = 3)]
     verify_runs: usize,
+    /// Events held in memory for the per-step breakdown of verification.
+    #[arg(long, default_value_t = 200_000)]
+    breakdown_events: usize,
 }
 
 const BODY: &[u8] = b"amount=1000&currency=usd";
@@ -104,6 +108,60 @@ fn payment(store: &Store, org: &OrgId, agent: &store::AgentId, n: u64) -> anyhow
     Ok(())
 }
 
+/// Where verification time goes, step by step, over the first `limit` events held in memory:
+/// reading them out of redb (all events), then per event JSON parsing alone, SHA-256 alone, and
+/// the whole public `check_event` (parse, remove `hash`, JCS canonicalization, SHA-256, compare).
+fn breakdown(store: &Store, org: &OrgId, limit: usize) -> anyhow::Result<serde_json::Value> {
+    let mut raw: Vec<Vec<u8>> = Vec::with_capacity(limit);
+    let mut read = 0u64;
+    let t = Instant::now();
+    store.audit_export(org, |line| {
+        read += 1;
+        if raw.len() < limit {
+            raw.push(line.to_vec());
+        }
+        Ok(())
+    })?;
+    let read_secs = t.elapsed().as_secs_f64();
+    let n = raw.len() as f64;
+    let bytes: usize = raw.iter().map(Vec::len).sum();
+
+    let t = Instant::now();
+    for r in &raw {
+        std::hint::black_box(serde_json::from_slice::<serde_json::Value>(r)?);
+    }
+    let parse_secs = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    for r in &raw {
+        std::hint::black_box(sha2::Sha256::digest(r));
+    }
+    let sha_secs = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let mut prev = store::GENESIS.to_string();
+    for (i, r) in raw.iter().enumerate() {
+        prev = store::check_event(r, i as u64 + 1, &prev)
+            .map_err(|e| anyhow::anyhow!("event {}: {e}", i + 1))?;
+    }
+    let check_secs = t.elapsed().as_secs_f64();
+    let per_s = |count: f64, secs: f64| {
+        if secs > 0.0 {
+            (count / secs).round()
+        } else {
+            0.0
+        }
+    };
+    Ok(json!({
+        "events": raw.len(),
+        "avg_event_bytes": (bytes as f64 / n.max(1.0)).round(),
+        "read_events_per_s": per_s(read as f64, read_secs),
+        "json_parse_events_per_s": per_s(n, parse_secs),
+        "sha256_events_per_s": per_s(n, sha_secs),
+        "check_event_events_per_s": per_s(n, check_secs),
+    }))
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.verify_runs == 0 || args.verify_runs > 20 {
@@ -164,6 +222,7 @@ fn main() -> anyhow::Result<()> {
     let verify_secs = sorted[sorted.len() / 2];
     let events_per_s = events as f64 / verify_secs;
 
+    let steps = breakdown(&store, &org, args.breakdown_events)?;
     let meta = std::fs::metadata(store.path())?;
     let file_bytes = meta.len();
     let allocated_bytes = std::os::unix::fs::MetadataExt::blocks(&meta) * 512;
@@ -183,6 +242,8 @@ fn main() -> anyhow::Result<()> {
             "file_bytes": file_bytes,
             "allocated_bytes": allocated_bytes,
             "bytes_per_event": (file_bytes as f64 / events as f64).round(),
+            "allocated_bytes_per_event": (allocated_bytes as f64 / events as f64).round(),
+            "verify_breakdown": steps,
             "dir": parent.display().to_string(),
         })
     );
