@@ -73,8 +73,16 @@ clean-venv:
 run: build
 	./$(BIN) serve
 
-bench:
-	@echo "make bench: not yet implemented"; exit 1
+## bench: the side-by-side benchmark of spec/PERFORMANCE.md; writes bench/RESULTS.md
+bench: sysdeps
+	bash bench/run.sh
 
+## fuzz: each cargo-fuzz target for FUZZ_SECONDS (needs a nightly toolchain; installs cargo-fuzz)
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := stripe_form audit_event webhook_signature
 fuzz:
-	@echo "make fuzz: not yet implemented"; exit 1
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install --locked cargo-fuzz
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "fuzzing $$t for $(FUZZ_SECONDS)s"; \
+	  (cd fuzz && $(CARGO) +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS)) || exit 1; \
+	done

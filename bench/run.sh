@@ -28,7 +28,7 @@ if [[ $QUICK == 1 ]]; then
   AUDIT_EVENTS=100000 AUDIT_BUDGET=40 AUDIT_VERIFY_RUNS=1
 else
   WARMUP=2 DURATION=10 OPEN_DURATION=10 WRK_SECS=10 STARTUP_RUNS=5
-  AUDIT_EVENTS=1000000 AUDIT_BUDGET=120 AUDIT_VERIFY_RUNS=3
+  AUDIT_EVENTS=1000000 AUDIT_BUDGET=150 AUDIT_VERIFY_RUNS=3
 fi
 
 BIN=$ROOT/target/release
@@ -193,13 +193,37 @@ GUARD_PID=$!
 PIDS+=("$GUARD_PID")
 wait_port "$GUARD_PORT" "$GUARD_PID"
 
-# leg NAME PORT AMOUNT EXPECT: closed loop, then open loop; one JSON line each in $WORK/NAME.*.json
+# CPU ticks of the guard's threads: "<writer thread> <all threads>". /proc/PID/task/*/stat has the
+# thread name in parentheses (it may hold spaces), so fields are counted after the last ')'.
+guard_cpu() {
+  local t v w=0 all=0
+  for t in /proc/"$GUARD_PID"/task/*; do
+    v=$(sed 's/.*) //' "$t/stat" 2>/dev/null | awk '{ print $12 + $13 }') || continue
+    [[ -n $v ]] || continue
+    all=$((all + v))
+    if [[ $(cat "$t/comm" 2>/dev/null) == pg-writer ]]; then w=$((w + v)); fi
+  done
+  echo "$w $all"
+}
+CLK_TCK=$(getconf CLK_TCK)
+CPU_NOTE=""
+
+# leg NAME PORT AMOUNT EXPECT [cpu]: closed loop, then open loop; one JSON line each in
+# $WORK/NAME.*.json. With "cpu", the guard's CPU use over the closed loop goes to CPU_NOTE.
 leg() {
-  local name=$1 port=$2 amount=$3 expect=$4
+  local name=$1 port=$2 amount=$3 expect=$4 cpu=${5:-}
+  local c0 c1 t0 t1
   local common=(--url "http://127.0.0.1:$port$URL_PATH" --token "$TOKEN" --amount "$amount"
     --connections "$CONNS" --expect-status "$expect" --label "$name")
   log "leg $name: closed loop, $CONNS connections, ${DURATION}s after ${WARMUP}s warm-up"
+  if [[ -n $cpu ]]; then c0=$(guard_cpu) t0=$(date +%s%N); fi
   "$BIN/pg-load" "${common[@]}" --mode closed --warmup-secs "$WARMUP" --duration-secs "$DURATION" >"$WORK/$name.closed.json"
+  if [[ -n $cpu ]]; then
+    c1=$(guard_cpu) t1=$(date +%s%N)
+    CPU_NOTE=$(LC_ALL=C awk -v a="$c0" -v b="$c1" -v ns=$((t1 - t0)) -v hz="$CLK_TCK" 'BEGIN {
+      split(a, x, " "); split(b, y, " "); s = ns / 1e9
+      printf "all threads %.2f cores; writer thread (pg-writer) %.0f %% of one core", (y[2] - x[2]) / hz / s, (y[1] - x[1]) / hz / s * 100 }')
+  fi
   log "  $(jq -c '{rps, errors, p50_us, p99_us, first_error}' "$WORK/$name.closed.json")"
   log "leg $name: open loop at $RATE req/s, ${OPEN_DURATION}s after ${WARMUP}s warm-up"
   "$BIN/pg-load" "${common[@]}" --mode open --rate "$RATE" --warmup-secs "$WARMUP" --duration-secs "$OPEN_DURATION" >"$WORK/$name.open.json"
@@ -208,7 +232,7 @@ leg() {
 
 leg direct "$STUB_PORT" 1000 200
 leg nginx "$NGINX_PORT" 1000 200
-leg guard-allow "$GUARD_PORT" 1000 200
+leg guard-allow "$GUARD_PORT" 1000 200 cpu
 leg guard-hold "$GUARD_PORT" 200000 402
 
 # wrk: total requests, req/s, non-2xx count, p50/p99 in µs. Threads 2 (the machine's cores).
@@ -232,16 +256,37 @@ wrk_leg() {
 wrk_leg nginx "$NGINX_PORT"
 wrk_leg guard-allow "$GUARD_PORT"
 
-PERF_TOP=""
+PERF_TOP="" PERF_GROUPS="" PERF_WHAT=""
 if [[ $PROFILE == 1 ]] && command -v perf >/dev/null 2>&1; then
-  log "profiling the guard with perf during a ${DURATION}s guard-allow closed loop"
-  perf record -F 499 -o "$WORK/perf.data" -p "$GUARD_PID" -- sleep "$DURATION" >/dev/null 2>&1 &
+  # The writer thread when there is one (it is the serial part), else the whole process.
+  WRITER_TID=$(grep -lx pg-writer /proc/"$GUARD_PID"/task/*/comm 2>/dev/null | head -1 | cut -d/ -f5 || true)
+  if [[ -n $WRITER_TID ]]; then PERF_TARGET=(-t "$WRITER_TID") PERF_WHAT="writer thread pg-writer"; else PERF_TARGET=(-p "$GUARD_PID") PERF_WHAT="whole guard process"; fi
+  log "profiling the guard ($PERF_WHAT) with perf during a ${DURATION}s guard-allow closed loop"
+  perf record -F 999 "${PERF_TARGET[@]}" -o "$WORK/perf.data" -- sleep "$DURATION" >/dev/null 2>&1 &
   PERF_PID=$!
   "$BIN/pg-load" --url "http://127.0.0.1:$GUARD_PORT$URL_PATH" --token "$TOKEN" --connections "$CONNS" \
     --warmup-secs 0 --duration-secs "$DURATION" --label profile >"$WORK/profile.json"
   wait "$PERF_PID" || true
-  PERF_TOP=$(perf report -i "$WORK/perf.data" --no-children --stdio --sort symbol 2>/dev/null |
-    grep -E '^ +[0-9.]+%' | head -25 || true)
+  perf report -i "$WORK/perf.data" --no-children --stdio --sort dso,symbol 2>/dev/null |
+    grep -E '^ +[0-9.]+%' | sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//; s/[[:space:]]+$//' >"$WORK/perf.txt" || true
+  PERF_TOP=$(head -25 "$WORK/perf.txt")
+  PERF_GROUPS=$(awk '{ p = $1; sub(/%/, "", p); g = "other"
+    if ($0 ~ /kernel/) g = "kernel (syscalls: pwrite, fsync; scheduling)"
+    else if ($0 ~ /malloc|free|realloc|unlink_chunk|consolidate/) g = "malloc / free"
+    else if ($0 ~ /memmove|memcpy|memset|memcmp/) g = "libc mem*"
+    else if ($0 ~ /redb::/) g = "redb"
+    else if ($0 ~ /cedar/) g = "cedar"
+    else if ($0 ~ /serde_json_canonicalizer|jcs/) g = "JCS canonicalizer"
+    else if ($0 ~ /serde|indexmap|ryu|itoa/) g = "serde / serde_json"
+    else if ($0 ~ /sha2|[Ss]ha256/) g = "SHA-256"
+    else if ($0 ~ /hashbrown|sip::|btree::|alloc::|core::fmt|format/) g = "std collections, fmt"
+    s[g] += p } END { for (g in s) printf "| %s | %.1f %% |\n", g, s[g] }' "$WORK/perf.txt" | sort -t'|' -k3 -rn)
+fi
+
+# /metrics of the admin listener, when the guard serves it (store commit counters).
+METRICS=""
+if command -v curl >/dev/null 2>&1; then
+  METRICS=$(curl -sf --max-time 2 "http://127.0.0.1:$ADMIN_PORT/metrics" 2>/dev/null | grep -iE '^[a-z_]*(store|commit|batch)' | head -30 || true)
 fi
 
 RSS_HWM_KB=$(awk '/^VmHWM:/ { print $2 }' "/proc/$GUARD_PID/status")
@@ -280,12 +325,12 @@ AUDIT_EPS=$(jq -r .events_per_s <<<"$AUDIT")
 BYTES_PER_DECISION=$(calc "($DECISIONS > 0) ? ($DB_AFTER - $DB_BEFORE) / $DECISIONS : 0")
 ALLOC_PER_DECISION=$(calc "($DECISIONS > 0) ? ($DB_ALLOC_AFTER - $DB_ALLOC_BEFORE) / $DECISIONS : 0")
 
-# verdict ACTUAL TARGET higher|lower UNIT: "**met**" or "**missed** by how much".
+# verdict ACTUAL TARGET higher|lower UNIT FORMAT: "**met**" or "**missed** by how much".
 verdict() {
-  LC_ALL=C awk -v a="$1" -v t="$2" -v d="$3" -v u="$4" 'BEGIN {
+  LC_ALL=C awk -v a="$1" -v t="$2" -v d="$3" -v u="$4" -v f="$5" 'BEGIN {
     if (d == "higher" ? a >= t : a <= t) { print "**met**"; exit }
-    if (d == "higher") printf "**missed** by %.4g %s (%.1f %% of the target)", t - a, u, a / t * 100
-    else printf "**missed** by %.4g %s", a - t, u
+    if (d == "higher") printf "**missed** by " f " %s (%.1f %% of the target)", t - a, u, a / t * 100
+    else printf "**missed** by " f " %s (%.1f× the limit)", a - t, u, a / t
   }'
 }
 
@@ -331,10 +376,10 @@ fi
   echo
   echo "| target | measured | verdict |"
   echo "|---|---|---|"
-  echo "| guard-allow ≥ 5,000 durable decisions/s | $(fmt_int "$GA_RPS") req/s | $(verdict "$GA_RPS" 5000 higher req/s) |"
-  echo "| guard-allow ≥ 35 % of nginx throughput (same concurrency) | $RATIO % | $(verdict "$RATIO" 35 higher 'percentage points') |"
-  echo "| p99 added latency (guard-allow − direct) ≤ 2 ms at $RATE req/s | $ADD_P99 µs | $(verdict "$ADD_P99" 2000 lower µs) |"
-  echo "| audit verification ≥ 1,000,000 events/s | $(fmt_int "$AUDIT_EPS") events/s | $(verdict "$AUDIT_EPS" 1000000 higher events/s) |"
+  echo "| guard-allow ≥ 5,000 durable decisions/s | $(fmt_int "$GA_RPS") req/s | $(verdict "$GA_RPS" 5000 higher req/s %.0f) |"
+  echo "| guard-allow ≥ 35 % of nginx throughput (same concurrency) | $RATIO % | $(verdict "$RATIO" 35 higher 'percentage points' %.1f) |"
+  echo "| p99 added latency (guard-allow − direct) ≤ 2 ms at $RATE req/s | $ADD_P99 µs | $(verdict "$ADD_P99" 2000 lower µs %.0f) |"
+  echo "| audit verification ≥ 1,000,000 events/s | $(fmt_int "$AUDIT_EPS") events/s | $(verdict "$AUDIT_EPS" 1000000 higher events/s %.0f) |"
   echo
   echo "## Legs"
   echo
@@ -367,10 +412,11 @@ fi
   echo "| | |"
   echo "|---|---|"
   echo "| startup (process start → port accepting), $STARTUP_RUNS starts | median $(jq -r .median_ms <<<"$STARTUP") ms (min $(jq -r .min_ms <<<"$STARTUP"), max $(jq -r .max_ms <<<"$STARTUP"); runs $(jq -c .runs_ms <<<"$STARTUP")) |"
+  echo "| guard CPU during the guard-allow closed loop | $CPU_NOTE |"
   echo "| peak RSS under load (VmHWM after all legs) | $(calc "$RSS_HWM_KB / 1024" | xargs printf '%.1f') MiB (VmRSS then: $(calc "$RSS_NOW_KB / 1024" | xargs printf '%.1f') MiB) |"
   echo "| decisions stored by the guard legs (incl. warm-up and wrk) | $(fmt_int "$DECISIONS") |"
   echo "| store file growth | $(fmt_int "$DB_BEFORE") → $(fmt_int "$DB_AFTER") bytes (allocated on disk: $(fmt_int "$DB_ALLOC_BEFORE") → $(fmt_int "$DB_ALLOC_AFTER")) |"
-  echo "| store bytes per decision | $(fmt_int "$BYTES_PER_DECISION") B file length ($(fmt_int "$ALLOC_PER_DECISION") B allocated) → **$(calc "$BYTES_PER_DECISION * 1000000 / 1073741824" | xargs printf '%.2f') GiB per 1M decisions** ($(calc "$ALLOC_PER_DECISION * 1000000 / 1073741824" | xargs printf '%.2f') GiB allocated) |"
+  echo "| store bytes per decision | $(fmt_int "$ALLOC_PER_DECISION") B allocated on disk → **$(calc "$ALLOC_PER_DECISION * 1000000 / 1073741824" | xargs printf '%.2f') GiB per 1M decisions** (file length, which includes redb's preallocated sparse space: $(fmt_int "$BYTES_PER_DECISION") B → $(calc "$BYTES_PER_DECISION * 1000000 / 1073741824" | xargs printf '%.2f') GiB) |"
   echo "| guard's audit chain after the run | \`$GUARD_VERIFY\` |"
   echo
   echo "## Audit-chain verification (\`pg-audit-bench\`, real store)"
@@ -378,8 +424,8 @@ fi
   echo "| | |"
   echo "|---|---|"
   echo "| events verified | $(fmt_int "$(jq -r .events <<<"$AUDIT")") of $(fmt_int "$(jq -r .target_events <<<"$AUDIT")") targeted$(
-    [[ $(jq -r .extrapolated <<<"$AUDIT") == true ]] && echo " — **extrapolated**: the store has no bulk append; filling through Store::decide/settle (one commit per event) ran out of its ${AUDIT_BUDGET} s budget") |"
-  echo "| fill | $(jq -r .fill_secs <<<"$AUDIT") s, $(fmt_int "$(jq -r .fill_events_per_s <<<"$AUDIT")") events/s (decide + settle per payment, tmpfs) |"
+    [[ $(jq -r .extrapolated <<<"$AUDIT") == true ]] && echo " — **extrapolated**: filling through the public decide/settle API ran out of its ${AUDIT_BUDGET} s budget") |"
+  echo "| fill | $(jq -r .fill_secs <<<"$AUDIT") s, $(fmt_int "$(jq -r .fill_events_per_s <<<"$AUDIT")") events/s (decide + settle per payment through the group-commit writer, 256 in flight, tmpfs) |"
   echo "| verification | $(jq -r .verify_secs <<<"$AUDIT") s median of $(jq -c .verify_runs_secs <<<"$AUDIT") → **$(fmt_int "$AUDIT_EPS") events/s** |"
   echo "| time to verify $(fmt_int "$(jq -r .target_events <<<"$AUDIT")") events | $(jq -r .verify_secs_at_target <<<"$AUDIT") s$([[ $(jq -r .extrapolated <<<"$AUDIT") == true ]] && echo ' (extrapolated)') |"
   echo "| store file | $(fmt_int "$(jq -r .file_bytes <<<"$AUDIT")") bytes ($(fmt_int "$(jq -r .allocated_bytes <<<"$AUDIT")") allocated): $(fmt_int "$(jq -r .bytes_per_event <<<"$AUDIT")") B per event (intents, idempotency, spend included); an event alone is $(jq -r .verify_breakdown.avg_event_bytes <<<"$AUDIT") B of canonical JSON |"
@@ -394,10 +440,26 @@ fi
   echo "| \`store::check_event\` (parse, JCS canonicalization, SHA-256, compare) | $(fmt_int "$(jq -r .verify_breakdown.check_event_events_per_s <<<"$AUDIT")") |"
   if [[ -n $PERF_TOP ]]; then
     echo
-    echo "## Profile of the guard (perf, guard-allow closed loop, self time by symbol)"
+    echo "## Profile of the guard (BENCH_PROFILE=1: perf on the $PERF_WHAT, guard-allow closed loop)"
+    echo
+    echo "Pg-load during the profile: $(jq -r .rps "$WORK/profile.json") req/s. Self time by component:"
+    echo
+    echo "| component | share |"
+    echo "|---|---:|"
+    echo "$PERF_GROUPS"
+    echo
+    echo "Top symbols (self time):"
     echo
     echo '```'
     echo "$PERF_TOP"
+    echo '```'
+  fi
+  if [[ -n $METRICS ]]; then
+    echo
+    echo "## Store counters from /metrics after the legs"
+    echo
+    echo '```'
+    echo "$METRICS"
     echo '```'
   fi
   echo
@@ -417,7 +479,10 @@ fi
   echo '```'
 } >"$RESULTS"
 
-echo
-sed -n '/^## Targets/,/^### wrk/p' "$RESULTS" | sed '$d'
-log "report written to $RESULTS"
-if [[ $QUICK == 1 && -z ${BENCH_RESULTS:-} ]]; then cat "$RESULTS"; fi
+if [[ $QUICK == 1 && -z ${BENCH_RESULTS:-} ]]; then
+  cat "$RESULTS"
+else
+  echo
+  sed -n '/^## Targets/,/^### wrk/p' "$RESULTS" | sed '$d'
+  log "report written to $RESULTS"
+fi

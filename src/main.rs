@@ -4,6 +4,7 @@
 mod cli;
 mod config;
 mod serve;
+mod services;
 
 use std::process::ExitCode;
 

@@ -7,9 +7,16 @@ use std::sync::Arc;
 use anyhow::Context;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
-use proxy::{Guard, IntentEvents, ProxySettings, Upstream};
+use proxy::{Guard, ProxySettings, Upstream};
+use store::IntentEvents;
+
+use pingora::services::background::background_service;
 
 use crate::cli::open_store;
+use crate::services::{AdminService, ExecutorService, ExpiryService};
+
+/// How often undecided holds are checked for expiry.
+const HOLD_EXPIRY_CHECK_SECS: u64 = 5;
 use crate::config::Config;
 
 /// A random password that satisfies the password rules (letters and digits, 20 characters).
@@ -65,11 +72,11 @@ pub fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     .map_err(anyhow::Error::msg)?;
     let guard = Guard::new(
         store.clone(),
-        committer,
+        committer.clone(),
         forwarder,
         upstream,
-        settings,
-        events,
+        settings.clone(),
+        events.clone(),
     );
     let mut proxy_service = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
@@ -78,7 +85,34 @@ pub fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     );
     proxy_service.add_tcp(&cfg.proxy.listen);
     server.add_service(proxy_service);
-    tracing::info!(proxy = %cfg.proxy.listen, upstream = %cfg.upstream.base_url, data_dir = %cfg.store.data_dir.display(), "payment guard starting");
+
+    let admin_settings = admin::AdminSettings {
+        origin: cfg.admin.origin.clone(),
+        production: cfg.admin.production,
+        ..admin::AdminSettings::default()
+    };
+    let admin_state = admin::AppState::new(store.clone(), admin_settings, events.clone());
+    let admin_service = AdminService {
+        listen: cfg.admin.listen.clone(),
+        state: admin_state,
+    };
+    server.add_service(background_service("admin API", admin_service));
+    let executor = ExecutorService {
+        store: store.clone(),
+        committer,
+        events: events.clone(),
+        base_url: cfg.upstream.base_url.clone(),
+        timeout: std::time::Duration::from_secs(cfg.upstream.timeout_secs),
+        max_response_bytes: settings.max_stored_response_bytes,
+    };
+    server.add_service(background_service("executor", executor));
+    let expiry = ExpiryService {
+        store: store.clone(),
+        events,
+        every: std::time::Duration::from_secs(HOLD_EXPIRY_CHECK_SECS),
+    };
+    server.add_service(background_service("hold expiry", expiry));
+    tracing::info!(proxy = %cfg.proxy.listen, admin = %cfg.admin.listen, upstream = %cfg.upstream.base_url, data_dir = %cfg.store.data_dir.display(), "payment guard starting");
     server.run(RunArgs::default());
     tracing::info!("payment guard stopped");
     Ok(ExitCode::SUCCESS)

@@ -4,14 +4,14 @@
 
 mod auth;
 mod errors;
+mod executor;
 mod forward;
 mod service;
 mod upstream;
 mod view;
-mod waiters;
 
 pub use errors::GuardError;
+pub use executor::{Executor, expire_holds_loop};
 pub use forward::{Forwarder, Outbound};
 pub use service::{Ctx, Guard, ProxySettings};
 pub use upstream::Upstream;
-pub use waiters::{IntentEvents, Subscription};

@@ -11,17 +11,16 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType};
 use policies::{FormLimits, Outcome};
-use store::UpstreamOutcome;
 use store::{
     AuthedAgent, Committer, Decision, DecisionRequest, Intent, IntentStatus, OrgId, Store,
     StoredResponse,
 };
+use store::{IntentEvents, UpstreamOutcome};
 
 use crate::auth::token_from_header;
 use crate::errors::GuardError;
 use crate::forward::{Forwarder, Outbound};
 use crate::upstream::Upstream;
-use crate::waiters::IntentEvents;
 
 /// Limits and timeouts of the data path (OPERATIONS.md configuration).
 #[derive(Clone, Debug)]

@@ -85,7 +85,7 @@ pub fn request_digest(method: &str, path: &str, body: &[u8]) -> String {
     hex::encode(h.finalize())
 }
 
-fn intent_key(org: &OrgId, id: &IntentId) -> String {
+pub(crate) fn intent_key(org: &OrgId, id: &IntentId) -> String {
     format!("{org}|{id}")
 }
 
@@ -103,12 +103,26 @@ pub(crate) fn save_intent(txn: &redb::WriteTransaction, intent: &Intent) -> Resu
         &intent_key(&intent.org, &intent.id),
         intent,
     )?;
-    let mut in_flight = txn.open_table(IN_FLIGHT)?;
+    // Status indexes, so recovery, the executor and the expiry worker never scan every intent.
     let key = intent_key(&intent.org, &intent.id);
-    if intent.status == IntentStatus::Forwarding {
-        in_flight.insert(key.as_str(), [].as_slice())?;
-    } else {
-        in_flight.remove(key.as_str())?;
+    let mut in_flight = txn.open_table(IN_FLIGHT)?;
+    let mut pending = txn.open_table(PENDING)?;
+    let mut approved = txn.open_table(APPROVED)?;
+    in_flight.remove(key.as_str())?;
+    pending.remove(key.as_str())?;
+    approved.remove(key.as_str())?;
+    match intent.status {
+        IntentStatus::Forwarding => {
+            in_flight.insert(key.as_str(), [].as_slice())?;
+        }
+        IntentStatus::PendingApproval => {
+            let expiry = intent.expires_at_unix.unwrap_or(i64::MAX);
+            pending.insert(key.as_str(), expiry.to_le_bytes().as_slice())?;
+        }
+        IntentStatus::Approved => {
+            approved.insert(key.as_str(), [].as_slice())?;
+        }
+        _ => {}
     }
     Ok(())
 }
@@ -515,4 +529,83 @@ fn release_in(txn: &redb::WriteTransaction, intent: &mut Intent) -> Result<()> {
         r.released = true;
     }
     Ok(())
+}
+
+impl Store {
+    /// POLICIES.md "Simulation": evaluate a request for an agent against the active set or a
+    /// candidate text, with current spend, changing nothing.
+    pub fn simulate(
+        &self,
+        org_id: &OrgId,
+        agent_id: &AgentId,
+        facts: &RequestFacts,
+        candidate: Option<&str>,
+    ) -> Result<Verdict> {
+        let r = self.read()?;
+        let org: crate::model::Org = get_json(&r.open_table(ORGS)?, org_id.as_str())?
+            .ok_or(StoreError::NotFound("organization"))?;
+        let agent: Agent = get_json(&r.open_table(AGENTS)?, &format!("{org_id}|{agent_id}"))?
+            .ok_or(StoreError::NotFound("agent"))?;
+        let policy_set = match candidate {
+            Some(text) => {
+                std::sync::Arc::new(policies::compile(text).map_err(StoreError::PolicyRejected)?)
+            }
+            None => self.active_policies(&r.open_table(POLICY_VERSIONS)?, &org)?,
+        };
+        let clock = now();
+        let spend_t = r.open_table(SPEND)?;
+        let currency = facts
+            .amount
+            .as_ref()
+            .map(|a| a.currency.as_str().to_string())
+            .unwrap_or_default();
+        let (spend_ctx, org_ctx) = if currency.is_empty() {
+            (SpendContext::default(), SpendContext::default())
+        } else {
+            (
+                spend::context(
+                    &spend_t,
+                    org_id,
+                    &CapScope::Agent(agent_id.to_string()),
+                    &currency,
+                    clock.unix,
+                )?,
+                spend::context(&spend_t, org_id, &CapScope::Org, &currency, clock.unix)?,
+            )
+        };
+        let caps: Vec<policies::Cap> = scan_json(&r.open_table(CAPS)?, &format!("{org_id}|"))?;
+        let mut checks = Vec::new();
+        for cap in caps
+            .iter()
+            .filter(|c| c.applies_to(facts, agent_id.as_str()))
+        {
+            let amount = facts.amount.as_ref().map_or(0, |a| a.minor);
+            let spent = spend::spent(
+                &spend_t,
+                org_id,
+                &cap.scope,
+                cap.currency.as_str(),
+                cap.interval,
+                clock.unix,
+                cap.operations.as_deref(),
+            )?;
+            checks.push(cap.check(amount, spent));
+        }
+        let livemode = self
+            .rail_key_from(&r.open_table(RAIL_KEYS)?, org_id)?
+            .is_some_and(|(_, l)| l);
+        let input = EvalInput {
+            org_id: org.id.as_str(),
+            agent_id: agent.id.as_str(),
+            agent_name: &agent.name,
+            agent_tags: &agent.tags,
+            facts,
+            livemode,
+            spend: spend_ctx,
+            org_spend: org_ctx,
+            now_unix: clock.unix,
+            requests_last_minute: 0,
+        };
+        Ok(policies::evaluate(&policy_set, &input, &checks))
+    }
 }

@@ -17,6 +17,9 @@ pub enum StoreError {
     /// The request conflicts with current state.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The caller may not do this (a rule of the organization, not a role).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     /// The input is invalid; nothing was changed.
     #[error("invalid: {0}")]
     Invalid(String),

@@ -6,13 +6,17 @@
 //! intent, reservation, audit event), committed durably before the caller acts on it
 //! ([`Store::decide`]); the upstream result is a second one ([`Store::settle`]).
 
+mod approvals;
 mod audit;
 mod crypto;
 mod decide;
 mod error;
+mod events;
+mod humans;
 mod ids;
 mod metrics;
 mod model;
+mod org_admin;
 mod spend;
 mod tables;
 mod tenants;
@@ -25,16 +29,23 @@ use std::sync::{Arc, Mutex};
 
 use redb::ReadableDatabase;
 
+pub use approvals::HumanVerdict;
 pub use audit::{AuditHead, GENESIS, VerifyReport, check_event};
 pub use crypto::MasterKey;
 pub use decide::{Decision, DecisionRequest, UpstreamOutcome};
 pub use error::{Result, StoreError};
+pub use events::{IntentEvents, Subscription};
+pub use humans::{
+    PASSWORD_MAX_BYTES, RECOVERY_CODES, SessionInfo, SignInFactor, TOTP_DIGITS, TOTP_SKEW_STEPS,
+    TOTP_STEP_SECS, TotpCodeFn, UserToken, session_hash,
+};
 pub use ids::{Actor, AgentId, CapId, IntentId, OrgId, UserId};
 pub use metrics::{COMMIT_BUCKETS_US, StoreMetrics, StoreMetricsSnapshot};
 pub use model::{
     Agent, AgentStatus, Approval, Intent, IntentStatus, Membership, Org, PolicyVersion, RailInfo,
     Reservation, Role, StoredResponse, User,
 };
+pub use org_admin::{CapPatch, MemberView};
 pub use tenants::{AuthedAgent, CapSpec, validate_password};
 pub use time_util::{Clock, now};
 pub use writer::{Committer, WriterLimits};

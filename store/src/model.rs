@@ -103,8 +103,8 @@ pub struct Agent {
 /// Where a token id points.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct TokenRef {
-    pub org: OrgId,
-    pub agent: AgentId,
+    pub(crate) org: OrgId,
+    pub(crate) agent: AgentId,
 }
 
 /// One stored policy set.

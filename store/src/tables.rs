@@ -37,13 +37,23 @@ pub(crate) const SPEND: Table = TableDefinition::new("spend");
 pub(crate) const RATE: Table = TableDefinition::new("rate");
 /// `{org}|{intent}` → empty: intents in `forwarding`, marked `unknown` at the next start
 pub(crate) const IN_FLIGHT: Table = TableDefinition::new("in_flight");
+/// `{org}|{intent}` → i64 (LE) expiry unix seconds: holds awaiting a human decision
+pub(crate) const PENDING: Table = TableDefinition::new("pending");
+/// `{org}|{intent}` → empty: approved holds awaiting the executor
+pub(crate) const APPROVED: Table = TableDefinition::new("approved");
+/// `{session id hash}` → Session (human sign-ins; ids are stored hashed)
+pub(crate) const SESSIONS: Table = TableDefinition::new("sessions");
+/// `{token id}` → UserToken (personal API tokens, digest only)
+pub(crate) const USER_TOKENS: Table = TableDefinition::new("user_tokens");
+/// `{user}` → UserSecrets (sealed TOTP secret, last accepted step, hashed recovery codes)
+pub(crate) const USER_SECRETS: Table = TableDefinition::new("user_secrets");
 /// `{org}|{seq:020}` → canonical event JSON (with `hash`)
 pub(crate) const AUDIT: Table = TableDefinition::new("audit");
 /// `{org}` → AuditHead
 pub(crate) const AUDIT_HEADS: Table = TableDefinition::new("audit_heads");
 
 /// Every table, created once at open so read transactions never meet a missing table.
-pub(crate) const ALL: [Table; 16] = [
+pub(crate) const ALL: [Table; 21] = [
     ORGS,
     USERS,
     USERS_BY_EMAIL,
@@ -58,6 +68,11 @@ pub(crate) const ALL: [Table; 16] = [
     SPEND,
     RATE,
     IN_FLIGHT,
+    PENDING,
+    APPROVED,
+    SESSIONS,
+    USER_TOKENS,
+    USER_SECRETS,
     AUDIT,
     AUDIT_HEADS,
 ];

@@ -293,8 +293,10 @@ impl Store {
         if !same || agent.status == AgentStatus::Revoked || agent.token_id != token_id {
             return Ok(None);
         }
-        let org: Org = get_json(&r.open_table(ORGS)?, tref.org.as_str())?
-            .ok_or(StoreError::NotFound("organization"))?;
+        // A deleted organization's agents no longer authenticate.
+        let Some(org): Option<Org> = get_json(&r.open_table(ORGS)?, tref.org.as_str())? else {
+            return Ok(None);
+        };
         Ok(Some(AuthedAgent {
             agent,
             org_frozen: org.frozen,
@@ -544,7 +546,11 @@ impl Store {
     }
 }
 
-fn create_user_in(txn: &redb::WriteTransaction, email: &str, hash: String) -> Result<User> {
+pub(crate) fn create_user_in(
+    txn: &redb::WriteTransaction,
+    email: &str,
+    hash: String,
+) -> Result<User> {
     let email = email.trim().to_ascii_lowercase();
     if email.len() > 254 || !email.contains('@') || email.starts_with('@') || email.ends_with('@') {
         return Err(StoreError::Invalid("not an email address".into()));

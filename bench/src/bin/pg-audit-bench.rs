@@ -1,15 +1,17 @@
 //! `pg-audit-bench`: audit-chain verification speed over the real store (PERFORMANCE.md: events/s
 //! over 1,000,000 events), and the store's size per event.
 //!
-//! The chain is filled through the store's public API the way the guard fills it: one
-//! [`Store::decide`] (a `decision` event) and one [`Store::settle`] (an `intent.succeeded` event)
-//! per simulated payment, each its own write transaction. The store has no public bulk append,
-//! so filling costs one commit per event; the data directory is put on tmpfs (`/dev/shm`) by
-//! default so those commits do not wait for the disk. Verification reads the whole chain, which
-//! is in the page cache either way. When the fill budget runs out before the target count, the
-//! chain that was built is verified and the report says `"extrapolated": true`.
+//! The chain is filled through the store's public API the way the guard fills it: per simulated
+//! payment one decision (a `decision` event) and one settlement (an `intent.succeeded` event),
+//! submitted to the group-commit writer ([`Committer`]) by many concurrent tasks so they are
+//! committed in batches. The store has no bulk append; the data directory is put on tmpfs
+//! (`/dev/shm`) by default so the commits do not wait for the disk. Verification reads the whole
+//! chain, which is in the page cache either way. When the fill budget runs out before the target
+//! count, the chain that was built is verified and the report says `"extrapolated": true`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -18,8 +20,8 @@ use policies::FormLimits;
 use serde_json::json;
 use sha2::Digest as _;
 use store::{
-    Actor, CapSpec, Decision, DecisionRequest, MasterKey, OrgId, Store, StoredResponse,
-    UpstreamOutcome,
+    Actor, CapSpec, Committer, Decision, DecisionRequest, MasterKey, OrgId, Store, StoredResponse,
+    UpstreamOutcome, WriterLimits,
 };
 
 /// Audit-chain verification benchmark.
@@ -48,6 +50,10 @@ struct Args {
 
 const BODY: &[u8] = b"amount=1000&currency=usd";
 const PATH: &str = "/v1/payment_intents";
+/// What `pg-stub` answers, stored as the upstream response of every payment.
+const STUB_BODY: &[u8] = br#"{"id":"pi_bench000000000000000001","object":"payment_intent","amount":1000,"currency":"usd","status":"succeeded"}"#;
+/// Payments in flight during the fill.
+const FILL_CONCURRENCY: usize = 256;
 
 /// The bench organization: policies, the three caps of `bench/run.sh`, an agent, a rail key.
 fn prepare(
@@ -75,8 +81,14 @@ fn prepare(
     Ok((org.id, agent.id))
 }
 
-/// One simulated payment: decide (allow) and settle (200). Two audit events.
-fn payment(store: &Store, org: &OrgId, agent: &store::AgentId, n: u64) -> anyhow::Result<()> {
+/// One simulated payment through the group-commit writer: decide (allow) and settle (200).
+/// Two audit events.
+async fn payment(
+    committer: &Committer,
+    org: &OrgId,
+    agent: &store::AgentId,
+    n: u64,
+) -> anyhow::Result<()> {
     let facts = policies::classify("POST", PATH, BODY, &FormLimits::default())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let req = DecisionRequest {
@@ -89,23 +101,68 @@ fn payment(store: &Store, org: &OrgId, agent: &store::AgentId, n: u64) -> anyhow
         facts,
         hold_expiry_secs: 86_400,
     };
-    let Decision::Forward { intent, .. } = store.decide(&req)? else {
+    let Decision::Forward { intent, .. } = committer.decide(req).await? else {
         bail!("the bench payment was not allowed: check the policies and caps");
     };
     let response = StoredResponse {
         status: 200,
         headers: vec![("content-type".into(), "application/json".into())],
-        body: br#"{"id":"pi_bench000000000000000001","object":"payment_intent","amount":1000,"currency":"usd","status":"succeeded"}"#.to_vec(),
+        body: STUB_BODY.to_vec(),
     };
-    store.settle(
-        org,
-        &intent.id,
-        UpstreamOutcome::Response {
-            response,
-            upstream_id: Some("pi_bench000000000000000001".into()),
-        },
-    )?;
+    let upstream_id = Some("pi_bench000000000000000001".into());
+    committer
+        .settle(
+            org.clone(),
+            intent.id,
+            UpstreamOutcome::Response {
+                response,
+                upstream_id,
+            },
+        )
+        .await?;
     Ok(())
+}
+
+/// Append payments (two events each) until `target` events or the budget; returns the number of
+/// payments. `FILL_CONCURRENCY` payments are in flight so the writer commits them in batches,
+/// as it does under load in the guard.
+fn fill(
+    store: &Arc<Store>,
+    org: &OrgId,
+    agent: &store::AgentId,
+    target: u64,
+    budget: Duration,
+) -> anyhow::Result<u64> {
+    let first_seq = store.audit_head(org)?.seq;
+    let payments_wanted = target.saturating_sub(first_seq).div_ceil(2);
+    let committer = Committer::start(store.clone(), WriterLimits::default());
+    let next = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + budget;
+    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    runtime.block_on(async {
+        let mut workers = tokio::task::JoinSet::new();
+        for _ in 0..FILL_CONCURRENCY {
+            let (committer, org, agent, next) =
+                (committer.clone(), org.clone(), agent.clone(), next.clone());
+            workers.spawn(async move {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= payments_wanted || Instant::now() >= deadline {
+                        return anyhow::Ok(());
+                    }
+                    payment(&committer, &org, &agent, n).await?;
+                    if n > 0 && n % (payments_wanted / 20).max(1) == 0 {
+                        eprintln!("pg-audit-bench: {} payments", n);
+                    }
+                }
+            });
+        }
+        while let Some(done) = workers.join_next().await {
+            done??;
+        }
+        anyhow::Ok(())
+    })?;
+    Ok(next.load(Ordering::Relaxed).min(payments_wanted))
 }
 
 /// Where verification time goes, step by step, over the first `limit` events held in memory:
@@ -178,27 +235,18 @@ fn main() -> anyhow::Result<()> {
     let tmp = tempfile::Builder::new()
         .prefix("pg-audit-bench")
         .tempdir_in(&parent)?;
-    let store = Store::open(tmp.path(), MasterKey::generate())?;
+    let store = Arc::new(Store::open(tmp.path(), MasterKey::generate())?);
     let (org, agent) = prepare(&store, args.policies.as_deref())?;
 
-    let budget = Duration::from_secs_f64(args.fill_budget_secs);
     let fill_start = Instant::now();
-    let mut seq = store.audit_head(&org)?.seq;
-    let mut payments = 0u64;
-    let step = (args.events / 20).max(1);
-    let mut next_progress = step;
-    while seq < args.events && fill_start.elapsed() < budget {
-        payment(&store, &org, &agent, payments)?;
-        payments += 1;
-        seq += 2;
-        if seq >= next_progress {
-            eprintln!(
-                "pg-audit-bench: {seq} events after {:.1} s",
-                fill_start.elapsed().as_secs_f64()
-            );
-            next_progress += step;
-        }
-    }
+    let payments = fill(
+        &store,
+        &org,
+        &agent,
+        args.events,
+        Duration::from_secs_f64(args.fill_budget_secs),
+    )?;
+    let seq = store.audit_head(&org)?.seq;
     let fill_secs = fill_start.elapsed().as_secs_f64();
 
     let mut runs = Vec::with_capacity(args.verify_runs);

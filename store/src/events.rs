@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use store::IntentId;
+use crate::ids::IntentId;
 use tokio::sync::broadcast;
 
 /// Capacity of the notification channel (ids, not payloads).
@@ -45,6 +45,17 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// Wait until any intent changed (true) or `timeout` passed (false).
+    pub async fn any(&mut self, timeout: Duration) -> bool {
+        let wait = async {
+            match self.rx.recv().await {
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => true,
+                Err(broadcast::error::RecvError::Closed) => false,
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.unwrap_or(false)
+    }
+
     /// Wait until `id` may have changed (true) or `timeout` passed (false).
     pub async fn changed(&mut self, id: &IntentId, timeout: Duration) -> bool {
         let wait = async {

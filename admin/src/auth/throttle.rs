@@ -1,0 +1,194 @@
+//! Login throttling per account and per client address (ADMIN_API.md: failures are throttled,
+//! `429`). Fixed windows in a bounded in-memory map: a restart forgets them, which only ever
+//! lets an attacker try a few more passwords against bcrypt cost 10.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+/// Failures allowed per account (email) in one window.
+pub const ACCOUNT_FAILURES_MAX: u32 = 5;
+/// Failures allowed per client address in one window.
+pub const ADDRESS_FAILURES_MAX: u32 = 20;
+/// Window length.
+pub const WINDOW_SECS: u64 = 15 * 60;
+/// Entries kept per map; beyond it, expired entries go first, then the oldest window.
+pub const ENTRIES_MAX: usize = 10_000;
+
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    started: Instant,
+    failures: u32,
+}
+
+#[derive(Debug, Default)]
+struct Maps {
+    accounts: HashMap<String, Window>,
+    addresses: HashMap<IpAddr, Window>,
+}
+
+/// Login throttling per account and per client address.
+#[derive(Debug)]
+pub struct Throttle {
+    /// Failures allowed per account per window.
+    pub account_failures_max: u32,
+    /// Failures allowed per client address per window.
+    pub address_failures_max: u32,
+    /// Window length.
+    pub window: Duration,
+    /// Bound on each map.
+    pub entries_max: usize,
+    maps: Mutex<Maps>,
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Self::new(
+            ACCOUNT_FAILURES_MAX,
+            ADDRESS_FAILURES_MAX,
+            Duration::from_secs(WINDOW_SECS),
+            ENTRIES_MAX,
+        )
+    }
+}
+
+/// The map key of an account: a digest of the normalized email, so the map holds no addresses
+/// and its keys have a fixed size whatever was typed.
+fn account_key(email: &str) -> String {
+    let norm = email.trim().to_ascii_lowercase();
+    hex::encode(&Sha256::digest(norm.as_bytes())[..16])
+}
+
+impl Throttle {
+    /// A throttle with explicit limits.
+    pub fn new(account_max: u32, address_max: u32, window: Duration, entries_max: usize) -> Self {
+        assert!(
+            entries_max > 0,
+            "the throttle needs room for at least one entry"
+        );
+        Self {
+            account_failures_max: account_max,
+            address_failures_max: address_max,
+            window,
+            entries_max,
+            maps: Mutex::new(Maps::default()),
+        }
+    }
+
+    /// Whether a login attempt for `email` from `addr` may proceed at `now`.
+    pub fn allows(&self, email: &str, addr: IpAddr, now: Instant) -> bool {
+        let maps = self.lock();
+        let live = |w: Option<&Window>| {
+            w.filter(|w| now.duration_since(w.started) < self.window)
+                .map_or(0, |w| w.failures)
+        };
+        live(maps.accounts.get(&account_key(email))) < self.account_failures_max
+            && live(maps.addresses.get(&addr)) < self.address_failures_max
+    }
+
+    /// Count a failed attempt against both the account and the address.
+    pub fn record_failure(&self, email: &str, addr: IpAddr, now: Instant) {
+        let mut maps = self.lock();
+        let (window, max) = (self.window, self.entries_max);
+        bump(&mut maps.accounts, account_key(email), now, window, max);
+        bump(&mut maps.addresses, addr, now, window, max);
+    }
+
+    /// A successful sign-in clears the account's failures (not the address's).
+    pub fn record_success(&self, email: &str) {
+        self.lock().accounts.remove(&account_key(email));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Maps> {
+        // A panic while holding the lock leaves plain counters behind: still usable.
+        self.maps.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn bump<K: Hash + Eq + Clone>(
+    map: &mut HashMap<K, Window>,
+    key: K,
+    now: Instant,
+    window: Duration,
+    entries_max: usize,
+) {
+    if !map.contains_key(&key) && map.len() >= entries_max {
+        map.retain(|_, w| now.duration_since(w.started) < window);
+        if map.len() >= entries_max
+            && let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, w)| w.started)
+                .map(|(k, _)| k.clone())
+        {
+            map.remove(&oldest);
+        }
+    }
+    let w = map.entry(key).or_insert(Window {
+        started: now,
+        failures: 0,
+    });
+    if now.duration_since(w.started) >= window {
+        *w = Window {
+            started: now,
+            failures: 0,
+        };
+    }
+    w.failures = w.failures.saturating_add(1);
+    assert!(map.len() <= entries_max, "throttle map exceeded its bound");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1));
+    const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
+
+    #[test]
+    fn account_is_throttled_after_its_limit_whatever_the_case_of_the_email() {
+        let t = Throttle::default();
+        let now = Instant::now();
+        for _ in 0..ACCOUNT_FAILURES_MAX {
+            assert!(t.allows("x@example.com", A, now));
+            t.record_failure("X@Example.com ", A, now);
+        }
+        assert!(!t.allows("x@example.com", A, now));
+        assert!(
+            !t.allows("x@example.com", B, now),
+            "per account, any address"
+        );
+        assert!(t.allows("y@example.com", A, now), "other accounts go on");
+        let later = now + Duration::from_secs(WINDOW_SECS);
+        assert!(t.allows("x@example.com", A, later), "window over");
+    }
+
+    #[test]
+    fn address_is_throttled_across_accounts() {
+        let t = Throttle::default();
+        let now = Instant::now();
+        for i in 0..ADDRESS_FAILURES_MAX {
+            t.record_failure(&format!("u{i}@example.com"), A, now);
+        }
+        assert!(!t.allows("fresh@example.com", A, now));
+        assert!(t.allows("fresh@example.com", B, now));
+    }
+
+    #[test]
+    fn success_clears_the_account_and_maps_stay_bounded() {
+        let t = Throttle::new(2, 1000, Duration::from_secs(60), 3);
+        let now = Instant::now();
+        t.record_failure("a@x", A, now);
+        t.record_failure("a@x", A, now);
+        assert!(!t.allows("a@x", A, now));
+        t.record_success("a@x");
+        assert!(t.allows("a@x", A, now));
+        for i in 0..10 {
+            t.record_failure(&format!("{i}@x"), A, now + Duration::from_millis(i));
+        }
+        assert!(t.lock().accounts.len() <= 3);
+    }
+}

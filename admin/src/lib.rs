@@ -1,0 +1,20 @@
+//! The control plane of Payment Guard: the admin API humans use (ADMIN_API.md), on its own
+//! listener. Authentication (bcrypt, TOTP, sessions, API tokens), role-based access per
+//! organization, every managed resource, approvals of held requests, audit endpoints, the
+//! OpenAPI document, `/metrics`, `/healthz`, `/readyz` and the approval console.
+//!
+//! Depends on `store` and `policies`, never on `proxy`. Every store call takes the organization
+//! id of the caller's active organization; a resource of another organization answers 404.
+
+pub mod auth;
+mod error;
+mod extract;
+mod metrics;
+mod rbac;
+mod resources;
+mod router;
+mod state;
+
+pub use error::ApiError;
+pub use router::{build_router, openapi_json};
+pub use state::{AdminSettings, AppState};

@@ -1,0 +1,138 @@
+//! The executor (PROXY.md step 6): sends approved holds upstream exactly once and settles them.
+//! Exactly once: the claim (`approved → forwarding`) is durable before anything is sent, so a
+//! crash leaves the intent `forwarding` → `unknown` at restart, never `approved` twice; and the
+//! upstream key is derived from the intent, so even a resend after `unknown` cannot pay twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use store::{Committer, IntentEvents, IntentId, OrgId, Store};
+
+use crate::forward::{Forwarder, Outbound};
+
+/// How often the executor sweeps the approved queue without a notification.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Sends approved holds.
+pub struct Executor {
+    store: Arc<Store>,
+    committer: Committer,
+    forwarder: Forwarder,
+    events: IntentEvents,
+}
+
+impl Executor {
+    /// An executor with its own HTTP client (`forwarder`).
+    pub fn new(
+        store: Arc<Store>,
+        committer: Committer,
+        forwarder: Forwarder,
+        events: IntentEvents,
+    ) -> Self {
+        Self {
+            store,
+            committer,
+            forwarder,
+            events,
+        }
+    }
+
+    /// Run until `shutdown` turns true.
+    pub async fn run(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            let mut sub = self.events.subscribe();
+            self.sweep().await;
+            tokio::select! {
+                _ = sub.any(SWEEP_EVERY) => {}
+                _ = shutdown.changed() => return,
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+        }
+    }
+
+    async fn sweep(&self) {
+        let store = self.store.clone();
+        let queue = match tokio::task::spawn_blocking(move || store.approved_queue()).await {
+            Ok(Ok(q)) => q,
+            _ => {
+                tracing::error!("executor cannot read the approved queue");
+                return;
+            }
+        };
+        for (org, id) in queue {
+            self.execute(org, id).await;
+        }
+    }
+
+    async fn execute(&self, org: OrgId, id: IntentId) {
+        let store = self.store.clone();
+        let (o, i) = (org.clone(), id.clone());
+        let claimed = match tokio::task::spawn_blocking(move || store.claim_approved(&o, &i)).await
+        {
+            Ok(Ok(Some(c))) => c,
+            Ok(Ok(None)) => return,
+            _ => {
+                tracing::error!(intent = %id, "executor cannot claim an approved intent");
+                return;
+            }
+        };
+        let (intent, rail_key) = claimed;
+        let headers = [(
+            "content-type".to_string(),
+            "application/x-www-form-urlencoded".to_string(),
+        )];
+        let outcome = self
+            .forwarder
+            .send(Outbound {
+                method: &intent.method,
+                path_and_query: &intent.path,
+                headers: &headers,
+                rail_key: &rail_key,
+                idempotency_key: &intent.upstream_idempotency_key,
+                body: intent.request_body.clone().unwrap_or_default(),
+            })
+            .await;
+        match self.committer.settle(org, id.clone(), outcome).await {
+            Ok(i) => {
+                tracing::info!(intent = %id, status = i.status.as_str(), "executed approved hold")
+            }
+            Err(e) => tracing::error!(intent = %id, error = %e, "settling an executed hold failed"),
+        }
+        self.events.publish(&id);
+    }
+}
+
+/// Expires undecided holds (`holds.expire_after_secs`), checking every `every`.
+pub async fn expire_holds_loop(
+    store: Arc<Store>,
+    events: IntentEvents,
+    every: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    /// Holds expired per round at most (bounded transaction size).
+    const PER_ROUND: usize = 1000;
+    loop {
+        let s = store.clone();
+        let now = store::now().unix;
+        match tokio::task::spawn_blocking(move || s.expire_holds(now, PER_ROUND)).await {
+            Ok(Ok(ids)) => {
+                for id in &ids {
+                    events.publish(id);
+                }
+                if ids.len() == PER_ROUND {
+                    continue;
+                }
+            }
+            _ => tracing::error!("hold expiry round failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! pingora background services around the proxy: the admin API (axum), the executor of approved
+//! holds, and the hold-expiry worker. Each runs in its own pingora runtime; the executor builds
+//! its own HTTP client there (a client must not cross runtimes).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use store::{Committer, IntentEvents, Store};
+
+/// The admin API on its own listener.
+pub struct AdminService {
+    pub listen: String,
+    pub state: admin::AppState,
+}
+
+#[async_trait]
+impl BackgroundService for AdminService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let listener = match tokio::net::TcpListener::bind(&self.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(listen = %self.listen, error = %e, "admin API cannot listen");
+                return;
+            }
+        };
+        let app = admin::build_router(self.state.clone())
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let stop = async move {
+            let _ = shutdown.changed().await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::error!(error = %e, "admin API stopped with an error");
+        }
+    }
+}
+
+/// The executor of approved holds.
+pub struct ExecutorService {
+    pub store: Arc<Store>,
+    pub committer: Committer,
+    pub events: IntentEvents,
+    pub base_url: String,
+    pub timeout: Duration,
+    pub max_response_bytes: usize,
+}
+
+#[async_trait]
+impl BackgroundService for ExecutorService {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        let forwarder =
+            match proxy::Forwarder::new(&self.base_url, self.timeout, self.max_response_bytes) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::error!(error = %e, "executor cannot start");
+                    return;
+                }
+            };
+        let exec = proxy::Executor::new(
+            self.store.clone(),
+            self.committer.clone(),
+            forwarder,
+            self.events.clone(),
+        );
+        exec.run(shutdown).await;
+    }
+}
+
+/// Expires undecided holds.
+pub struct ExpiryService {
+    pub store: Arc<Store>,
+    pub events: IntentEvents,
+    pub every: Duration,
+}
+
+#[async_trait]
+impl BackgroundService for ExpiryService {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        proxy::expire_holds_loop(
+            self.store.clone(),
+            self.events.clone(),
+            self.every,
+            shutdown,
+        )
+        .await;
+    }
+}
