@@ -150,7 +150,7 @@ log "starting nginx on :$NGINX_PORT"
 mkdir -p "$WORK/nginx"
 sed -e "s#@PREFIX@#$WORK/nginx#g" -e "s#@LISTEN@#127.0.0.1:$NGINX_PORT#g" -e "s#@STUB@#127.0.0.1:$STUB_PORT#g" \
   bench/nginx.conf.template >"$WORK/nginx/nginx.conf"
-"$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" 2>>"$WORK/nginx/error.log" &
+"$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" 2>"$WORK/nginx/stderr.log" &
 NGINX_PID=$!
 PIDS+=("$NGINX_PID")
 wait_port "$NGINX_PORT" "$NGINX_PID"

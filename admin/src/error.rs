@@ -97,6 +97,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(_) => ApiError::NotFound,
             StoreError::Conflict(m) => ApiError::Conflict(m),
+            StoreError::Forbidden(m) => ApiError::Forbidden(m),
             StoreError::Invalid(m) => ApiError::Validation {
                 message: m,
                 details: serde_json::Value::Null,
