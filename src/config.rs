@@ -103,10 +103,37 @@ impl Default for HoldsCfg {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhooksCfg {
     pub allow_private_targets: bool,
+    /// First retry delay; doubles per attempt (±20 % jitter) up to `max_delay_ms`.
+    pub retry_base_ms: i64,
+    pub max_delay_ms: i64,
+    /// Attempts per delivery (the defaults retry for more than 24 h).
+    pub max_attempts: usize,
+    /// Failed attempts in a row that disable an endpoint.
+    pub disable_after_failures: u32,
+    pub timeout_secs: u64,
+    /// Deliveries in flight at once.
+    pub concurrency: usize,
+    /// How often the worker looks for due deliveries.
+    pub poll_ms: u64,
+}
+
+impl Default for WebhooksCfg {
+    fn default() -> Self {
+        Self {
+            allow_private_targets: false,
+            retry_base_ms: 5_000,
+            max_delay_ms: 2 * 3_600_000,
+            max_attempts: 30,
+            disable_after_failures: 100,
+            timeout_secs: 10,
+            concurrency: 8,
+            poll_ms: 250,
+        }
+    }
 }
 
 #[derive(Clone, Default, Deserialize)]
@@ -151,6 +178,23 @@ impl Config {
         }
         if self.upstream.timeout_secs == 0 || self.upstream.timeout_secs > 600 {
             bail!("upstream.timeout_secs must be 1..=600");
+        }
+        let w = &self.webhooks;
+        if w.retry_base_ms < 1
+            || w.max_delay_ms < w.retry_base_ms
+            || w.max_attempts == 0
+            || w.max_attempts > 100
+        {
+            bail!("webhooks: need 1 ≤ retry_base_ms ≤ max_delay_ms and 1 ≤ max_attempts ≤ 100");
+        }
+        if w.concurrency == 0
+            || w.concurrency > 64
+            || w.timeout_secs == 0
+            || w.timeout_secs > 120
+            || w.poll_ms == 0
+            || w.poll_ms > 60_000
+        {
+            bail!("webhooks: concurrency 1..=64, timeout_secs 1..=120, poll_ms 1..=60000");
         }
         if self.proxy.threads == 0 || self.proxy.threads > 64 {
             bail!("proxy.threads must be 1..=64");

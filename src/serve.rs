@@ -89,6 +89,7 @@ pub fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     let admin_settings = admin::AdminSettings {
         origin: cfg.admin.origin.clone(),
         production: cfg.admin.production,
+        allow_private_webhook_targets: cfg.webhooks.allow_private_targets,
         ..admin::AdminSettings::default()
     };
     let admin_state = admin::AppState::new(store.clone(), admin_settings, events.clone());
@@ -106,6 +107,20 @@ pub fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
         max_response_bytes: settings.max_stored_response_bytes,
     };
     server.add_service(background_service("executor", executor));
+    let webhooks = crate::webhook_worker::WebhookService {
+        store: store.clone(),
+        policy: store::RetryPolicy {
+            base_ms: cfg.webhooks.retry_base_ms,
+            max_delay_ms: cfg.webhooks.max_delay_ms,
+            max_attempts: cfg.webhooks.max_attempts,
+            disable_after_failures: cfg.webhooks.disable_after_failures,
+        },
+        allow_private: cfg.webhooks.allow_private_targets,
+        timeout: std::time::Duration::from_secs(cfg.webhooks.timeout_secs),
+        concurrency: cfg.webhooks.concurrency,
+        poll: std::time::Duration::from_millis(cfg.webhooks.poll_ms),
+    };
+    server.add_service(background_service("webhook delivery", webhooks));
     let expiry = ExpiryService {
         store: store.clone(),
         events,

@@ -14,6 +14,8 @@ mod rbac;
 mod resources;
 mod router;
 mod state;
+pub mod webhook_target;
+mod webhooks;
 
 pub use error::ApiError;
 pub use router::{build_router, openapi_json};

@@ -16,7 +16,7 @@ use crate::AppState;
     info(title = "Payment Guard admin API", description = "ADMIN_API.md: humans run the guard through this API."),
     tags(
         (name = "auth"), (name = "organizations"), (name = "members"), (name = "agents"),
-        (name = "policies"), (name = "caps"), (name = "rail"), (name = "intents"), (name = "audit")
+        (name = "policies"), (name = "caps"), (name = "rail"), (name = "intents"), (name = "audit"), (name = "webhooks")
     )
 )]
 struct ApiDoc;
@@ -25,6 +25,7 @@ fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(crate::auth::routes())
         .merge(crate::resources::routes())
+        .merge(crate::webhooks::routes())
 }
 
 /// The OpenAPI document, generated from the handlers' annotations.

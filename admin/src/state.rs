@@ -17,6 +17,8 @@ pub struct AdminSettings {
     pub session_absolute_secs: i64,
     /// Largest JSON body accepted.
     pub max_body_bytes: usize,
+    /// `webhooks.allow_private_targets`.
+    pub allow_private_webhook_targets: bool,
 }
 
 impl Default for AdminSettings {
@@ -27,6 +29,7 @@ impl Default for AdminSettings {
             session_idle_secs: 30 * 60,
             session_absolute_secs: 12 * 3600,
             max_body_bytes: 256 * 1024,
+            allow_private_webhook_targets: false,
         }
     }
 }

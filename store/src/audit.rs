@@ -102,6 +102,10 @@ pub(crate) fn append(
     events.insert(key.as_str(), bytes.as_slice())?;
     let new_head = AuditHead { seq, hash };
     put_json(&mut heads, org.as_str(), &new_head)?;
+    drop(heads);
+    drop(events);
+    // WEBHOOKS.md: the outbox entry is written in the same transaction as its audit event.
+    crate::webhooks::enqueue_in(txn, org, kind, &event, &new_head)?;
     Ok(new_head)
 }
 

@@ -21,6 +21,7 @@ mod spend;
 mod tables;
 mod tenants;
 mod time_util;
+mod webhooks;
 mod writer;
 
 use std::collections::HashMap;
@@ -48,6 +49,10 @@ pub use model::{
 pub use org_admin::{CapPatch, MemberView};
 pub use tenants::{AuthedAgent, CapSpec, validate_password};
 pub use time_util::{Clock, now};
+pub use webhooks::{
+    Attempt, Delivery, DueDelivery, EVENT_TYPES, RetryPolicy, WebhookEndpoint, check_url_shape,
+    now_ms,
+};
 pub use writer::{Committer, WriterLimits};
 
 use policies::CompiledPolicies;

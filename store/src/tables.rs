@@ -41,6 +41,14 @@ pub(crate) const IN_FLIGHT: Table = TableDefinition::new("in_flight");
 pub(crate) const PENDING: Table = TableDefinition::new("pending");
 /// `{org}|{intent}` → empty: approved holds awaiting the executor
 pub(crate) const APPROVED: Table = TableDefinition::new("approved");
+/// `{org}|{webhook}` → WebhookEndpoint
+pub(crate) const WEBHOOKS: Table = TableDefinition::new("webhooks");
+/// `{org}|{seq:020}` → OutboxEvent, written in the transaction of the audit event it tells
+pub(crate) const OUTBOX: Table = TableDefinition::new("outbox");
+/// `{org}|{webhook}|{delivery}` → Delivery (attempts recorded)
+pub(crate) const DELIVERIES: Table = TableDefinition::new("deliveries");
+/// `{due unix ms:020}|{org}|{webhook}|{delivery}` → empty: deliveries waiting for an attempt
+pub(crate) const DELIVERY_QUEUE: Table = TableDefinition::new("delivery_queue");
 /// `{session id hash}` → Session (human sign-ins; ids are stored hashed)
 pub(crate) const SESSIONS: Table = TableDefinition::new("sessions");
 /// `{token id}` → UserToken (personal API tokens, digest only)
@@ -53,7 +61,7 @@ pub(crate) const AUDIT: Table = TableDefinition::new("audit");
 pub(crate) const AUDIT_HEADS: Table = TableDefinition::new("audit_heads");
 
 /// Every table, created once at open so read transactions never meet a missing table.
-pub(crate) const ALL: [Table; 21] = [
+pub(crate) const ALL: [Table; 25] = [
     ORGS,
     USERS,
     USERS_BY_EMAIL,
@@ -70,6 +78,10 @@ pub(crate) const ALL: [Table; 21] = [
     IN_FLIGHT,
     PENDING,
     APPROVED,
+    WEBHOOKS,
+    OUTBOX,
+    DELIVERIES,
+    DELIVERY_QUEUE,
     SESSIONS,
     USER_TOKENS,
     USER_SECRETS,

@@ -234,6 +234,23 @@ def test_login_failures_answer_alike_and_are_throttled(admin):
     assert r.status_code == 429 and error_code(r) == "throttled", r.text
 
 
+def test_unknown_email_costs_the_same_bcrypt_work_as_a_wrong_password(admin):
+    """Without the dummy hash an unknown email answers in ~1 ms against ~50 ms of bcrypt cost 10;
+    the bound is loose enough for a shared CI machine and still catches that shortcut."""
+    def timed(**kw) -> float:
+        started = time.perf_counter()
+        r = admin.login_raw(**kw)
+        elapsed = time.perf_counter() - started
+        assert r.status_code == 401 and error_code(r) == "invalid_credentials", r.text
+        return elapsed
+
+    wrong = sorted(timed(password=f"wrong-password-{i}") for i in range(4))
+    unknown = sorted(timed(email=f"nobody{i}@example.com") for i in range(4))
+    median_wrong, median_unknown = (wrong[1] + wrong[2]) / 2, (unknown[1] + unknown[2]) / 2
+    assert median_unknown > 0.5 * median_wrong, (unknown, wrong)
+    assert median_unknown < 2.0 * median_wrong, (unknown, wrong)
+
+
 def test_cookie_requests_that_change_state_must_be_json_from_the_origin(admin):
     s = admin.login()
     r = s.post(admin.url + "/api/v1/me/tokens", data='{"name": "x"}',

@@ -14,12 +14,12 @@ import uuid
 
 import pyotp
 import pytest
-import requests
 import stripe
 
 from admin_client import (MEMBER_PASSWORD, AdminClient, describe, error_code, hold_amount, human,
                           owner, proxy_payment)
-from conftest import HOLD_THRESHOLD, TEST_POLICY, error_of, header, new_run_id
+from conftest import (HOLD_THRESHOLD, POLL_INTERVAL_SECS, TEST_POLICY, error_of, header,
+                      new_run_id)
 
 DECIDE_DEADLINE_SECS = 30
 PREFER_WAIT_SECS = 20
@@ -205,7 +205,7 @@ def test_prefer_wait_returns_the_real_response_when_approved_in_time(guard, loca
                     outcome["approval"] = erin.call(
                         "POST", f"/api/v1/intents/{mine[0]['id']}/approve", {})
                     return
-                time.sleep(0.05)
+                time.sleep(POLL_INTERVAL_SECS)
             outcome["error"] = "the held request never showed up as pending_approval"
         except Exception as e:  # reported by the main thread
             outcome["error"] = repr(e)

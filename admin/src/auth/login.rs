@@ -69,6 +69,34 @@ fn second_factor(
     Ok(passed.map_or(SecondFactor::Wrong, SecondFactor::Passed))
 }
 
+/// End the session the browser held (if any), start a new one in the user's first organization
+/// (audited there as `user.signed_in`), and build the answer (blocking).
+fn start_session(
+    s: &store::Store,
+    user: &store::User,
+    previous: Option<String>,
+    now_unix: i64,
+    idle_secs: i64,
+    absolute_secs: i64,
+    factor: SignInFactor,
+) -> store::Result<(String, MeResponse)> {
+    if let Some(hash) = previous {
+        s.end_session(&hash)?;
+    }
+    let org = s.first_org_of(&user.id)?.map(|o| o.id);
+    let raw = s.create_session(
+        &user.id,
+        org.as_ref(),
+        now_unix,
+        idle_secs,
+        absolute_secs,
+        factor,
+    )?;
+    let via = AuthVia::Session(store::session_hash(&raw));
+    let me = view(s, user, org.as_ref(), &via)?;
+    Ok((raw, me))
+}
+
 /// Sign in. Unknown email and wrong password get the same answer after the same bcrypt work;
 /// failures are throttled per account and per client address.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
@@ -136,19 +164,11 @@ pub(super) async fn login(
         state.settings.session_idle_secs,
         state.settings.session_absolute_secs,
     );
+    let uid = user.id.clone();
     let (raw, me) = state
-        .blocking(move |s| {
-            if let Some(hash) = previous {
-                s.end_session(&hash)?;
-            }
-            let org = s.first_org_of(&user.id)?.map(|o| o.id);
-            let raw = s.create_session(&user.id, org.as_ref(), now, idle, absolute, factor)?;
-            let hash = store::session_hash(&raw);
-            let me = view(s, &user, org.as_ref(), &AuthVia::Session(hash))?;
-            Ok((raw, me))
-        })
+        .blocking(move |s| start_session(s, &user, previous, now, idle, absolute, factor))
         .await?;
-    tracing::info!(client = %addr, ?factor, "signed in");
+    tracing::info!(client = %addr, user = %uid, ?factor, "signed in");
     let cookie = session_cookie(raw, &state.settings);
     Ok(([(SET_COOKIE, cookie)], Json(me)))
 }

@@ -1,0 +1,667 @@
+//! Outgoing webhooks (WEBHOOKS.md): endpoints, the durable outbox, deliveries and their attempts.
+//! An event worth telling is put in the outbox by the same transaction that appends its audit
+//! event ([`enqueue_in`]), so a crash can neither lose nor invent one. The delivery worker fans
+//! outbox entries out to the subscribed endpoints, attempts them, and records every attempt.
+
+use redb::ReadableTable;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::Store;
+use crate::audit::{self, AuditHead};
+use crate::error::{Result, StoreError};
+use crate::ids::{Actor, OrgId, random_hex};
+use crate::tables::*;
+use crate::time_util::now;
+
+/// Every event type an endpoint can subscribe to (WEBHOOKS.md).
+pub const EVENT_TYPES: [&str; 13] = [
+    "intent.held",
+    "intent.approved",
+    "intent.denied",
+    "intent.expired",
+    "intent.succeeded",
+    "intent.failed",
+    "intent.unknown",
+    "policy.updated",
+    "cap.changed",
+    "agent.created",
+    "agent.frozen",
+    "agent.revoked",
+    "member.role_changed",
+];
+
+/// A receiver of webhooks.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WebhookEndpoint {
+    /// `wh_…`.
+    pub id: String,
+    /// Organization.
+    pub org: OrgId,
+    /// `http(s)://…`.
+    pub url: String,
+    /// Subscribed types; `None` = all.
+    pub events: Option<Vec<String>>,
+    /// Disabled endpoints get no new deliveries.
+    pub enabled: bool,
+    /// Why it was disabled.
+    pub disabled_reason: Option<String>,
+    /// Current secret, sealed.
+    pub(crate) secret: String,
+    /// Previous secret during a rotation overlap, sealed, with its end (unix seconds).
+    pub(crate) previous_secret: Option<(String, i64)>,
+    /// Failed attempts in a row (reset by a success).
+    pub consecutive_failures: u32,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// One event in the outbox.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OutboxEvent {
+    /// The JSON body every endpoint receives.
+    pub body: Value,
+    /// `evt_…` (the `webhook-id`).
+    pub event_id: String,
+    /// Event type.
+    pub kind: String,
+}
+
+/// One attempt to deliver.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Attempt {
+    /// Unix milliseconds when it started.
+    pub at_ms: i64,
+    /// HTTP status, when one arrived.
+    pub status: Option<u16>,
+    /// Milliseconds it took.
+    pub duration_ms: u64,
+    /// What went wrong, if anything.
+    pub error: Option<String>,
+}
+
+/// A delivery of one event to one endpoint.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Delivery {
+    /// `dlv_…`.
+    pub id: String,
+    /// Organization.
+    pub org: OrgId,
+    /// Endpoint.
+    pub endpoint: String,
+    /// `evt_…`.
+    pub event_id: String,
+    /// Event type.
+    pub kind: String,
+    /// Body bytes (JSON text) sent on every attempt.
+    pub body: String,
+    /// `pending`, `delivered`, `failed`.
+    pub state: String,
+    /// Every attempt.
+    pub attempts: Vec<Attempt>,
+    /// Next attempt (unix ms), while pending.
+    pub next_attempt_ms: Option<i64>,
+}
+
+/// What the worker needs to send one delivery.
+#[derive(Clone, Debug)]
+pub struct DueDelivery {
+    /// The delivery.
+    pub delivery: Delivery,
+    /// Endpoint URL.
+    pub url: String,
+    /// Secrets to sign with (current first; previous during rotation).
+    pub secrets: Vec<String>,
+}
+
+/// Retry policy of deliveries.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    /// First retry delay (ms); doubles per attempt, with ±20 % jitter.
+    pub base_ms: i64,
+    /// Longest delay between attempts (ms).
+    pub max_delay_ms: i64,
+    /// Attempts before a delivery is given up.
+    pub max_attempts: usize,
+    /// Failures in a row after which the endpoint is disabled.
+    pub disable_after_failures: u32,
+}
+
+impl Default for RetryPolicy {
+    /// 5 s doubling to 2 h between attempts, 30 attempts: more than 24 hours of retries.
+    fn default() -> Self {
+        Self {
+            base_ms: 5_000,
+            max_delay_ms: 2 * 3_600_000,
+            max_attempts: 30,
+            disable_after_failures: 100,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Delay before attempt `n + 1` after `n` failed attempts, with jitter from `rand` (0..1000).
+    pub fn delay_ms(&self, failed: usize, rand: u16) -> i64 {
+        let exp = self
+            .base_ms
+            .saturating_mul(1i64 << failed.saturating_sub(1).min(30));
+        let d = exp.min(self.max_delay_ms);
+        let jitter = d / 5 * (i64::from(rand % 1000) - 500) / 500;
+        (d + jitter).max(1)
+    }
+}
+
+fn webhook_type(kind: &str, data: &Value) -> Option<&'static str> {
+    let t = match kind {
+        "decision" => match data.get("outcome").and_then(Value::as_str) {
+            Some("hold") => "intent.held",
+            Some("deny") => "intent.denied",
+            _ => return None,
+        },
+        other => *EVENT_TYPES.iter().find(|t| **t == other)?,
+    };
+    Some(t)
+}
+
+/// Put an outbox entry for an audit event when it is worth telling and the organization has an
+/// enabled endpoint. Called inside the audit append, in the same transaction.
+pub(crate) fn enqueue_in(
+    txn: &redb::WriteTransaction,
+    org: &OrgId,
+    kind: &str,
+    event: &Value,
+    head: &AuditHead,
+) -> Result<()> {
+    let data = event.get("data").cloned().unwrap_or(Value::Null);
+    let Some(t) = webhook_type(kind, &data) else {
+        return Ok(());
+    };
+    let endpoints: Vec<WebhookEndpoint> =
+        scan_json(&txn.open_table(WEBHOOKS)?, &format!("{org}|"))?;
+    if !endpoints.iter().any(|e| e.enabled) {
+        return Ok(());
+    }
+    let event_id = format!("evt_{}", random_hex(12));
+    let created = time::OffsetDateTime::parse(
+        event.get("at").and_then(Value::as_str).unwrap_or(""),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .map(|t| t.unix_timestamp())
+    .unwrap_or_else(|_| now().unix);
+    let body = json!({"id": event_id, "type": t, "created": created, "org": org, "data": data,
+        "audit_head": {"seq": head.seq, "hash": head.hash}});
+    let entry = OutboxEvent {
+        body,
+        event_id,
+        kind: t.to_string(),
+    };
+    put_json(
+        &mut txn.open_table(OUTBOX)?,
+        &format!("{org}|{:020}", head.seq),
+        &entry,
+    )
+}
+
+fn queue_key(due_ms: i64, org: &OrgId, endpoint: &str, id: &str) -> String {
+    format!("{:020}|{org}|{endpoint}|{id}", due_ms.max(0))
+}
+
+/// Refuse URLs that are not http(s) (the private-range check needs DNS and is the caller's).
+pub fn check_url_shape(url: &str) -> Result<()> {
+    let ok = (url.starts_with("http://") || url.starts_with("https://"))
+        && url.len() <= 2048
+        && !url.chars().any(char::is_whitespace);
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(
+            "url must be an http:// or https:// URL".into(),
+        ))
+    }
+}
+
+impl Store {
+    /// Create an endpoint; returns it with its secret (`whsec_…`), shown once.
+    pub fn create_webhook(
+        &self,
+        org: &OrgId,
+        url: &str,
+        events: Option<Vec<String>>,
+        secret: &str,
+        actor: &Actor,
+    ) -> Result<WebhookEndpoint> {
+        check_url_shape(url)?;
+        check_types(events.as_deref())?;
+        self.write(|txn| {
+            crate::tenants::load_org(txn, org)?;
+            let t = now();
+            let ep = WebhookEndpoint {
+                id: format!("wh_{}", random_hex(12)),
+                org: org.clone(),
+                url: url.to_string(),
+                events,
+                enabled: true,
+                disabled_reason: None,
+                secret: self
+                    .master
+                    .seal(&format!("webhook|{org}"), secret.as_bytes()),
+                previous_secret: None,
+                consecutive_failures: 0,
+                created_at: t.text.clone(),
+            };
+            put_json(
+                &mut txn.open_table(WEBHOOKS)?,
+                &format!("{org}|{}", ep.id),
+                &ep,
+            )?;
+            audit::append(
+                txn,
+                org,
+                actor,
+                "webhook.created",
+                json!({"webhook": ep.id, "url": ep.url, "events": ep.events}),
+                &t.text,
+            )?;
+            Ok(ep)
+        })
+    }
+
+    /// Endpoints of an organization.
+    pub fn list_webhooks(&self, org: &OrgId) -> Result<Vec<WebhookEndpoint>> {
+        let r = self.read()?;
+        scan_json(&r.open_table(WEBHOOKS)?, &format!("{org}|"))
+    }
+
+    /// Change url, subscriptions or enabled state.
+    pub fn update_webhook(
+        &self,
+        org: &OrgId,
+        id: &str,
+        url: Option<String>,
+        events: Option<Option<Vec<String>>>,
+        enabled: Option<bool>,
+        actor: &Actor,
+    ) -> Result<WebhookEndpoint> {
+        if let Some(u) = &url {
+            check_url_shape(u)?;
+        }
+        if let Some(e) = &events {
+            check_types(e.as_deref())?;
+        }
+        self.write(|txn| {
+            let mut t = txn.open_table(WEBHOOKS)?;
+            let key = format!("{org}|{id}");
+            let mut ep: WebhookEndpoint =
+                get_json(&t, &key)?.ok_or(StoreError::NotFound("webhook"))?;
+            if let Some(u) = url {
+                ep.url = u;
+            }
+            if let Some(e) = events {
+                ep.events = e;
+            }
+            if let Some(en) = enabled {
+                ep.enabled = en;
+                if en {
+                    ep.disabled_reason = None;
+                    ep.consecutive_failures = 0;
+                }
+            }
+            put_json(&mut t, &key, &ep)?;
+            drop(t);
+            audit::append(
+                txn,
+                org,
+                actor,
+                "webhook.updated",
+                json!({"webhook": id, "url": ep.url, "events": ep.events, "enabled": ep.enabled}),
+                &now().text,
+            )?;
+            Ok(ep)
+        })
+    }
+
+    /// Delete an endpoint (its delivery records stay for the audit trail's sake).
+    pub fn delete_webhook(&self, org: &OrgId, id: &str, actor: &Actor) -> Result<()> {
+        self.write(|txn| {
+            if txn
+                .open_table(WEBHOOKS)?
+                .remove(format!("{org}|{id}").as_str())?
+                .is_none()
+            {
+                return Err(StoreError::NotFound("webhook"));
+            }
+            audit::append(
+                txn,
+                org,
+                actor,
+                "webhook.deleted",
+                json!({"webhook": id}),
+                &now().text,
+            )?;
+            Ok(())
+        })
+    }
+
+    /// New secret; the previous one keeps signing (both signatures sent) for `overlap_secs`.
+    pub fn rotate_webhook_secret(
+        &self,
+        org: &OrgId,
+        id: &str,
+        new_secret: &str,
+        overlap_secs: i64,
+        actor: &Actor,
+    ) -> Result<WebhookEndpoint> {
+        self.write(|txn| {
+            let mut t = txn.open_table(WEBHOOKS)?;
+            let key = format!("{org}|{id}");
+            let mut ep: WebhookEndpoint =
+                get_json(&t, &key)?.ok_or(StoreError::NotFound("webhook"))?;
+            let clock = now();
+            ep.previous_secret = Some((ep.secret.clone(), clock.unix.saturating_add(overlap_secs)));
+            ep.secret = self
+                .master
+                .seal(&format!("webhook|{org}"), new_secret.as_bytes());
+            put_json(&mut t, &key, &ep)?;
+            drop(t);
+            audit::append(
+                txn,
+                org,
+                actor,
+                "webhook.secret_rotated",
+                json!({"webhook": id, "overlap_secs": overlap_secs}),
+                &clock.text,
+            )?;
+            Ok(ep)
+        })
+    }
+
+    /// Deliveries of one endpoint, newest last.
+    pub fn list_deliveries(
+        &self,
+        org: &OrgId,
+        endpoint: &str,
+        limit: usize,
+    ) -> Result<Vec<Delivery>> {
+        let r = self.read()?;
+        if get_json::<WebhookEndpoint>(&r.open_table(WEBHOOKS)?, &format!("{org}|{endpoint}"))?
+            .is_none()
+        {
+            return Err(StoreError::NotFound("webhook"));
+        }
+        let mut all: Vec<Delivery> =
+            scan_json(&r.open_table(DELIVERIES)?, &format!("{org}|{endpoint}|"))?;
+        all.sort_by_key(|d| d.attempts.first().map_or(i64::MAX, |a| a.at_ms));
+        let skip = all.len().saturating_sub(limit);
+        Ok(all.into_iter().skip(skip).collect())
+    }
+
+    /// Schedule another attempt of a delivery now.
+    pub fn retry_delivery(
+        &self,
+        org: &OrgId,
+        endpoint: &str,
+        id: &str,
+        actor: &Actor,
+    ) -> Result<Delivery> {
+        self.write(|txn| {
+            let mut t = txn.open_table(DELIVERIES)?;
+            let key = format!("{org}|{endpoint}|{id}");
+            let mut d: Delivery = get_json(&t, &key)?.ok_or(StoreError::NotFound("delivery"))?;
+            let due = now_ms();
+            if let Some(old) = d.next_attempt_ms {
+                txn.open_table(DELIVERY_QUEUE)?
+                    .remove(queue_key(old, org, endpoint, id).as_str())?;
+            }
+            d.state = "pending".into();
+            d.next_attempt_ms = Some(due);
+            put_json(&mut t, &key, &d)?;
+            drop(t);
+            txn.open_table(DELIVERY_QUEUE)?
+                .insert(queue_key(due, org, endpoint, id).as_str(), [].as_slice())?;
+            audit::append(
+                txn,
+                org,
+                actor,
+                "webhook.delivery_retried",
+                json!({"webhook": endpoint, "delivery": id}),
+                &now().text,
+            )?;
+            Ok(d)
+        })
+    }
+
+    /// Fan outbox entries out to the endpoints subscribed now (one transaction, up to `max`).
+    pub fn fan_out_outbox(&self, max: usize) -> Result<usize> {
+        self.write(|txn| {
+            let entries: Vec<(String, OutboxEvent)> = {
+                let t = txn.open_table(OUTBOX)?;
+                let mut v = Vec::new();
+                for row in t.iter()?.take(max) {
+                    let (k, val) = row?;
+                    v.push((k.value().to_string(), serde_json::from_slice(val.value())?));
+                }
+                v
+            };
+            let due = now_ms();
+            for (key, entry) in &entries {
+                let org = key
+                    .split('|')
+                    .next()
+                    .and_then(OrgId::parse)
+                    .ok_or_else(|| StoreError::Corrupt("outbox key".into()))?;
+                let endpoints: Vec<WebhookEndpoint> =
+                    scan_json(&txn.open_table(WEBHOOKS)?, &format!("{org}|"))?;
+                for ep in endpoints.iter().filter(|e| {
+                    e.enabled && e.events.as_ref().is_none_or(|l| l.contains(&entry.kind))
+                }) {
+                    let d = Delivery {
+                        id: format!("dlv_{}", random_hex(12)),
+                        org: org.clone(),
+                        endpoint: ep.id.clone(),
+                        event_id: entry.event_id.clone(),
+                        kind: entry.kind.clone(),
+                        body: entry.body.to_string(),
+                        state: "pending".into(),
+                        attempts: Vec::new(),
+                        next_attempt_ms: Some(due),
+                    };
+                    put_json(
+                        &mut txn.open_table(DELIVERIES)?,
+                        &format!("{org}|{}|{}", ep.id, d.id),
+                        &d,
+                    )?;
+                    txn.open_table(DELIVERY_QUEUE)?
+                        .insert(queue_key(due, &org, &ep.id, &d.id).as_str(), [].as_slice())?;
+                }
+                txn.open_table(OUTBOX)?.remove(key.as_str())?;
+            }
+            Ok(entries.len())
+        })
+    }
+
+    /// Deliveries due now (up to `max`), with what is needed to sign and send them.
+    pub fn due_deliveries(&self, now_ms: i64, max: usize) -> Result<Vec<DueDelivery>> {
+        let r = self.read()?;
+        let q = r.open_table(DELIVERY_QUEUE)?;
+        let deliveries = r.open_table(DELIVERIES)?;
+        let webhooks = r.open_table(WEBHOOKS)?;
+        let end = format!("{:020}}}", now_ms.max(0));
+        let mut out = Vec::new();
+        for row in q.range(..end.as_str())?.take(max) {
+            let (k, _) = row?;
+            let parts: Vec<&str> = k.value().splitn(4, '|').collect();
+            let [_, org, endpoint, id] = parts.as_slice() else {
+                continue;
+            };
+            let Some(org) = OrgId::parse(org) else {
+                continue;
+            };
+            let Some(d): Option<Delivery> =
+                get_json(&deliveries, &format!("{org}|{endpoint}|{id}"))?
+            else {
+                continue;
+            };
+            let Some(ep): Option<WebhookEndpoint> =
+                get_json(&webhooks, &format!("{org}|{endpoint}"))?
+            else {
+                continue;
+            };
+            let ctx = format!("webhook|{org}");
+            let mut secrets = vec![
+                String::from_utf8(self.master.open(&ctx, &ep.secret)?)
+                    .map_err(|_| StoreError::Crypto)?,
+            ];
+            if let Some((prev, until)) = &ep.previous_secret
+                && *until > now_ms / 1000
+            {
+                secrets.push(
+                    String::from_utf8(self.master.open(&ctx, prev)?)
+                        .map_err(|_| StoreError::Crypto)?,
+                );
+            }
+            out.push(DueDelivery {
+                delivery: d,
+                url: ep.url,
+                secrets,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Record an attempt: a 2xx ends the delivery; otherwise it is scheduled again with backoff,
+    /// or given up after `policy.max_attempts`; an endpoint failing `disable_after_failures` in a
+    /// row is disabled with an event. Each attempt is an audit event.
+    pub fn record_attempt(
+        &self,
+        org: &OrgId,
+        endpoint: &str,
+        id: &str,
+        attempt: Attempt,
+        policy: &RetryPolicy,
+        jitter: u16,
+    ) -> Result<Delivery> {
+        self.write(|txn| {
+            let key = format!("{org}|{endpoint}|{id}");
+            let mut d: Delivery = get_json(&txn.open_table(DELIVERIES)?, &key)?.ok_or(StoreError::NotFound("delivery"))?;
+            if let Some(old) = d.next_attempt_ms.take() {
+                txn.open_table(DELIVERY_QUEUE)?.remove(queue_key(old, org, endpoint, id).as_str())?;
+            }
+            let ok = attempt.status.is_some_and(|s| (200..300).contains(&s)) && attempt.error.is_none();
+            d.attempts.push(attempt.clone());
+            if ok {
+                d.state = "delivered".into();
+            } else if d.attempts.len() >= policy.max_attempts {
+                d.state = "failed".into();
+            } else {
+                let due = attempt.at_ms.saturating_add(policy.delay_ms(d.attempts.len(), jitter));
+                d.next_attempt_ms = Some(due);
+                txn.open_table(DELIVERY_QUEUE)?.insert(queue_key(due, org, endpoint, id).as_str(), [].as_slice())?;
+            }
+            put_json(&mut txn.open_table(DELIVERIES)?, &key, &d)?;
+            let data = json!({"webhook": endpoint, "delivery": id, "event": d.event_id, "attempt": d.attempts.len(),
+                "status": attempt.status, "duration_ms": attempt.duration_ms, "error": attempt.error, "state": d.state});
+            audit::append(txn, org, &Actor::System("webhooks".into()), "webhook.delivery_attempted", data, &now().text)?;
+            self.track_endpoint_health(txn, org, endpoint, ok, policy)?;
+            Ok(d)
+        })
+    }
+
+    fn track_endpoint_health(
+        &self,
+        txn: &redb::WriteTransaction,
+        org: &OrgId,
+        endpoint: &str,
+        ok: bool,
+        policy: &RetryPolicy,
+    ) -> Result<()> {
+        let mut t = txn.open_table(WEBHOOKS)?;
+        let key = format!("{org}|{endpoint}");
+        let Some(mut ep): Option<WebhookEndpoint> = get_json(&t, &key)? else {
+            return Ok(());
+        };
+        ep.consecutive_failures = if ok {
+            0
+        } else {
+            ep.consecutive_failures.saturating_add(1)
+        };
+        let disable = ep.enabled && ep.consecutive_failures >= policy.disable_after_failures;
+        if disable {
+            ep.enabled = false;
+            ep.disabled_reason = Some(format!(
+                "{} failed attempts in a row",
+                ep.consecutive_failures
+            ));
+        }
+        put_json(&mut t, &key, &ep)?;
+        drop(t);
+        if disable {
+            let data = json!({"webhook": endpoint, "reason": ep.disabled_reason});
+            audit::append(
+                txn,
+                org,
+                &Actor::System("webhooks".into()),
+                "webhook.disabled",
+                data,
+                &now().text,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn check_types(events: Option<&[String]>) -> Result<()> {
+    if let Some(list) = events {
+        if list.is_empty() || list.len() > EVENT_TYPES.len() {
+            return Err(StoreError::Invalid(
+                "events: a non-empty list of event types, or omit it for all".into(),
+            ));
+        }
+        if let Some(bad) = list.iter().find(|e| !EVENT_TYPES.contains(&e.as_str())) {
+            return Err(StoreError::Invalid(format!("unknown event type {bad}")));
+        }
+    }
+    Ok(())
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    let t = time::OffsetDateTime::now_utc();
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_bounded_jitter_and_covers_a_day() {
+        let p = RetryPolicy::default();
+        let mut total = 0i64;
+        for n in 1..p.max_attempts {
+            let lo = p.delay_ms(n, 0);
+            let hi = p.delay_ms(n, 999);
+            let mid = p.delay_ms(n, 500);
+            assert!(lo <= mid && mid <= hi, "{n}: {lo} {mid} {hi}");
+            total += lo;
+        }
+        assert!(
+            total >= 24 * 3_600_000,
+            "retries span {total} ms, less than 24 h"
+        );
+        assert!(p.delay_ms(2, 500) == 2 * p.delay_ms(1, 500));
+    }
+
+    #[test]
+    fn only_events_worth_telling_are_typed() {
+        assert_eq!(
+            webhook_type("decision", &json!({"outcome": "hold"})),
+            Some("intent.held")
+        );
+        assert_eq!(webhook_type("decision", &json!({"outcome": "allow"})), None);
+        assert_eq!(
+            webhook_type("intent.succeeded", &json!({})),
+            Some("intent.succeeded")
+        );
+        assert_eq!(webhook_type("webhook.delivery_attempted", &json!({})), None);
+    }
+}
