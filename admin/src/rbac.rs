@@ -103,26 +103,22 @@ mod tests {
 
     #[test]
     fn matrix_matches_admin_api_md() {
-        use Perm::*;
-        use Role::*;
         let table = [
-            (Owner, [true, true, true, true, true, true]),
-            (Admin, [true, true, true, true, true, false]),
-            (Approver, [true, true, false, false, false, false]),
-            (Viewer, [true, false, false, false, false, false]),
+            (Role::Owner, [true, true, true, true, true, true]),
+            (Role::Admin, [true, true, true, true, true, false]),
+            (Role::Approver, [true, true, false, false, false, false]),
+            (Role::Viewer, [true, false, false, false, false, false]),
+        ];
+        let perms = [
+            Perm::Read,
+            Perm::Approve,
+            Perm::ManageAgents,
+            Perm::ManageConfig,
+            Perm::ManageMembers,
+            Perm::Owner,
         ];
         for (role, row) in table {
-            for (perm, want) in [
-                Read,
-                Approve,
-                ManageAgents,
-                ManageConfig,
-                ManageMembers,
-                Perm::Owner,
-            ]
-            .into_iter()
-            .zip(row)
-            {
+            for (perm, want) in perms.into_iter().zip(row) {
                 assert_eq!(allows(role, perm), want, "{role:?} {perm:?}");
             }
         }

@@ -117,8 +117,50 @@ pub(crate) fn head(
     Ok(get_json(table, org.as_str())?.unwrap_or_else(AuditHead::empty))
 }
 
+/// The members verification needs, borrowed from the raw bytes (no tree is built).
+#[derive(Deserialize)]
+struct ChainLinks<'a> {
+    seq: u64,
+    #[serde(borrow)]
+    prev: &'a str,
+    #[serde(borrow)]
+    hash: &'a str,
+}
+
+/// Fast path: the guard stores events as JCS canonical JSON, so the canonical form without
+/// `hash` is the stored bytes minus `,"hash":"<hex>"` (keys are sorted: `hash` is the last
+/// member before `kind`; nothing after it can contain that text). Returns `None` when the bytes
+/// do not have that shape or the hash does not match, and the full check then decides.
+fn check_event_fast(raw: &[u8], expected_seq: u64, prev: &str) -> Option<String> {
+    let links: ChainLinks<'_> = serde_json::from_slice(raw).ok()?;
+    if links.seq != expected_seq || links.prev != prev || links.hash.len() != 64 {
+        return None;
+    }
+    let needle = format!(",\"hash\":\"{}\"", links.hash);
+    let pos = raw
+        .windows(needle.len())
+        .rposition(|w| w == needle.as_bytes())?;
+    let mut h = Sha256::new();
+    h.update(&raw[..pos]);
+    h.update(&raw[pos + needle.len()..]);
+    let actual = hex::encode(h.finalize());
+    (actual == links.hash).then_some(actual)
+}
+
 /// Check one event line against the expected sequence and previous hash. Returns its hash.
 pub fn check_event(
+    raw: &[u8],
+    expected_seq: u64,
+    prev: &str,
+) -> std::result::Result<String, String> {
+    if let Some(hash) = check_event_fast(raw, expected_seq, prev) {
+        return Ok(hash);
+    }
+    check_event_canonical(raw, expected_seq, prev)
+}
+
+/// The full check: parse, drop `hash`, canonicalize (RFC 8785), hash, compare.
+fn check_event_canonical(
     raw: &[u8],
     expected_seq: u64,
     prev: &str,
@@ -221,6 +263,25 @@ mod tests {
 
     fn verify(evs: &[Vec<u8>]) -> VerifyReport {
         verify_events(evs.iter().cloned().map(Ok), None).unwrap()
+    }
+
+    #[test]
+    fn fast_and_canonical_checks_agree() {
+        let evs = chain(3);
+        let mut prev = GENESIS.to_string();
+        for (i, raw) in evs.iter().enumerate() {
+            let seq = i as u64 + 1;
+            let fast = check_event_fast(raw, seq, &prev)
+                .expect("canonical stored bytes take the fast path");
+            assert_eq!(Ok(fast.clone()), check_event_canonical(raw, seq, &prev));
+            prev = fast;
+        }
+        // Non-canonical but equivalent bytes fall back to the canonical check and still verify.
+        let spaced = String::from_utf8(evs[0].clone())
+            .unwrap()
+            .replacen(':', ": ", 1);
+        assert!(check_event_fast(spaced.as_bytes(), 1, GENESIS).is_none());
+        assert!(check_event(spaced.as_bytes(), 1, GENESIS).is_ok());
     }
 
     #[test]
