@@ -111,6 +111,10 @@ async fn attempt(
     let started = Instant::now();
     let (status, error) = match send(client, &due, allow_private).await {
         Ok(code) if (200..300).contains(&code) => (Some(code), None),
+        Ok(code) if (300..400).contains(&code) => (
+            Some(code),
+            Some(format!("HTTP {code}: redirects are not followed")),
+        ),
         Ok(code) => (Some(code), Some(format!("HTTP {code}"))),
         Err(e) => (None, Some(e)),
     };
@@ -162,9 +166,5 @@ async fn send(
                 format!("request failed: {e}")
             }
         })?;
-    let code = resp.status().as_u16();
-    if resp.status().is_redirection() {
-        return Err(format!("HTTP {code}: redirects are not followed"));
-    }
-    Ok(code)
+    Ok(resp.status().as_u16())
 }

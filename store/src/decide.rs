@@ -225,7 +225,7 @@ impl Store {
         livemode: bool,
         clock: &Clock,
     ) -> Result<Verdict> {
-        let policy_set = self.active_policies(&txn.open_table(POLICY_VERSIONS)?, org)?;
+        let policy_set = self.active_policies(|| Ok(txn.open_table(POLICY_VERSIONS)?), org)?;
         let spend_t = txn.open_table(SPEND)?;
         let currency = facts
             .amount
@@ -321,7 +321,7 @@ impl Store {
         let agent: Agent = get_json(&r.open_table(AGENTS)?, &format!("{org_id}|{agent_id}"))?
             .ok_or(StoreError::NotFound("agent"))?;
         let rail = self.rail_key_from(&r.open_table(RAIL_KEYS)?, org_id)?;
-        let policy_set = self.active_policies(&r.open_table(POLICY_VERSIONS)?, &org)?;
+        let policy_set = self.active_policies(|| Ok(r.open_table(POLICY_VERSIONS)?), &org)?;
         let clock = now();
         let input = EvalInput {
             org_id: org.id.as_str(),
@@ -550,7 +550,7 @@ impl Store {
             Some(text) => {
                 std::sync::Arc::new(policies::compile(text).map_err(StoreError::PolicyRejected)?)
             }
-            None => self.active_policies(&r.open_table(POLICY_VERSIONS)?, &org)?,
+            None => self.active_policies(|| Ok(r.open_table(POLICY_VERSIONS)?), &org)?,
         };
         let clock = now();
         let spend_t = r.open_table(SPEND)?;

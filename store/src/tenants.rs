@@ -356,9 +356,9 @@ impl Store {
     }
 
     /// The active compiled policy set, parsed once per version and shared.
-    pub(crate) fn active_policies(
+    pub(crate) fn active_policies<T: ReadableTable<&'static str, &'static [u8]>>(
         &self,
-        versions: &impl ReadableTable<&'static str, &'static [u8]>,
+        open_versions: impl FnOnce() -> Result<T>,
         org: &Org,
     ) -> Result<Arc<CompiledPolicies>> {
         let key = (org.id.clone(), org.active_policy_version);
@@ -370,8 +370,9 @@ impl Store {
         {
             return Ok(p);
         }
+        let versions = open_versions()?;
         let pv: PolicyVersion = get_json(
-            versions,
+            &versions,
             &format!("{}|{:010}", org.id, org.active_policy_version),
         )?
         .ok_or(StoreError::NotFound("policy version"))?;

@@ -5,7 +5,8 @@ One request per connection: every response the proxy writes says `Connection: cl
 proxy closes afterwards, so the guard's HTTP client never pools a connection and every request
 meets the mode that is current when it arrives. Modes (`set_mode`):
 
-- `pass`      forward to the target (optionally after `delay` seconds) and relay the answer;
+- `pass`      forward to the target (optionally after `delay` seconds plus a uniform random
+              `jitter`) and relay the answer;
 - `refuse`    the listening socket is closed: connection refused (re-bound on the same port
               when the mode changes back);
 - `hang`      accept, read the request, never answer (until the client gives up);
@@ -27,6 +28,7 @@ that response replayed and are not forwarded (a concurrent duplicate waits for t
 from __future__ import annotations
 
 import json
+import random
 import socket
 import struct
 import threading
@@ -307,7 +309,7 @@ class FaultProxy:
             self._stop.wait(interval)
 
     def _do_pass(self, conn, seen, headers, params) -> None:
-        delay = float(params.get("delay", 0))
+        delay = float(params.get("delay", 0)) + random.uniform(0, float(params.get("jitter", 0)))
         if delay:
             self._stop.wait(delay)
         h = {k.lower(): v for k, v in headers}
