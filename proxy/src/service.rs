@@ -37,6 +37,8 @@ pub struct ProxySettings {
     pub in_flight_wait_ms: u64,
     /// Largest upstream response body stored for replay.
     pub max_stored_response_bytes: usize,
+    /// Longest wait for the next piece of a request body (slowloris bound).
+    pub body_read_timeout_secs: u64,
 }
 
 impl Default for ProxySettings {
@@ -48,6 +50,7 @@ impl Default for ProxySettings {
             hold_expiry_secs: 86_400,
             in_flight_wait_ms: 5_000,
             max_stored_response_bytes: 4 * 1024 * 1024,
+            body_read_timeout_secs: 10,
         }
     }
 }
@@ -349,7 +352,7 @@ impl Guard {
         }
     }
 
-    /// Read the whole body into pingora's retry buffer, bounded (PROXY.md step 2).
+    /// Read the whole body, bounded in size and in time between pieces (PROXY.md step 2).
     async fn read_body(&self, session: &mut Session) -> Result<Vec<u8>, GuardError> {
         let max = self.settings.max_body_bytes;
         let h = session.req_header();
@@ -374,6 +377,7 @@ impl Guard {
             .headers
             .get("expect")
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        session.set_read_timeout(Some(Duration::from_secs(self.settings.body_read_timeout_secs)));
         if expects_continue {
             session
                 .write_continue_response()
