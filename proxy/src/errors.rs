@@ -36,8 +36,12 @@ pub enum GuardError {
     InProgress(String),
     /// 410: the hold expired.
     ApprovalExpired(Box<Intent>),
+    /// 408: the body did not arrive in time.
+    RequestTimeout(u64),
     /// 413: body over the limit.
     BodyTooLarge(usize),
+    /// 431: request headers over the limit.
+    HeadersTooLarge(usize),
     /// 502: the rail could not be reached.
     UpstreamUnavailable(Option<String>),
     /// 503: no Stripe key for the organization.
@@ -104,7 +108,9 @@ impl GuardError {
             MethodNotAllowed(_) => 405,
             InProgress(_) => 409,
             ApprovalExpired(_) => 410,
+            RequestTimeout(_) => 408,
             BodyTooLarge(_) => 413,
+            HeadersTooLarge(_) => 431,
             UpstreamUnavailable(_) => 502,
             RailNotConfigured | StoreUnavailable => 503,
         }
@@ -126,7 +132,9 @@ impl GuardError {
             MethodNotAllowed(_) => "guard_method_not_allowed",
             InProgress(_) => "guard_request_in_progress",
             ApprovalExpired(_) => "guard_approval_expired",
+            RequestTimeout(_) => "guard_request_timeout",
             BodyTooLarge(_) => "guard_body_too_large",
+            HeadersTooLarge(_) => "guard_headers_too_large",
             UpstreamUnavailable(_) => "guard_upstream_unavailable",
             RailNotConfigured => "guard_rail_not_configured",
             StoreUnavailable => "guard_store_unavailable",
@@ -136,7 +144,7 @@ impl GuardError {
     /// The guard's own decisions must not be retried by SDKs (PROXY.md); 409/5xx invite a retry.
     pub fn should_retry(&self) -> Option<bool> {
         match self.status() {
-            400 | 402 | 403 | 404 | 405 | 410 | 413 => Some(false),
+            400 | 402 | 403 | 404 | 405 | 408 | 410 | 413 | 431 => Some(false),
             _ => None,
         }
     }
@@ -176,7 +184,13 @@ impl GuardError {
             MethodNotAllowed(m) => ("invalid_request_error", format!("Method {m} is not supported."), None),
             InProgress(_) => ("invalid_request_error", "A request with this Idempotency-Key is still in progress; retry shortly with the same key.".to_string(), None),
             ApprovalExpired(i) => ("invalid_request_error", "The hold expired before a human decided.".to_string(), Some(info(i))),
+            RequestTimeout(secs) => (
+                "invalid_request_error",
+                format!("The request body did not arrive within {secs} seconds."),
+                None,
+            ),
             BodyTooLarge(max) => ("invalid_request_error", format!("The request body is larger than {max} bytes."), None),
+            HeadersTooLarge(max) => ("invalid_request_error", format!("The request headers are larger than {max} bytes."), None),
             UpstreamUnavailable(_) => ("api_error", "The payment rail could not be reached; retry with the same Idempotency-Key.".to_string(), None),
             RailNotConfigured => ("api_error", "The organization has no payment rail key configured.".to_string(), None),
             StoreUnavailable => ("api_error", "The guard could not record a decision; nothing was sent.".to_string(), None),

@@ -39,6 +39,8 @@ pub struct ProxySettings {
     pub max_stored_response_bytes: usize,
     /// Longest wait for the next piece of a request body (slowloris bound).
     pub body_read_timeout_secs: u64,
+    /// Longest time to receive a whole request body.
+    pub body_deadline_secs: u64,
 }
 
 impl Default for ProxySettings {
@@ -51,9 +53,13 @@ impl Default for ProxySettings {
             in_flight_wait_ms: 5_000,
             max_stored_response_bytes: 4 * 1024 * 1024,
             body_read_timeout_secs: 10,
+            body_deadline_secs: 15,
         }
     }
 }
+
+/// Largest request header block accepted.
+const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 /// Largest `Idempotency-Key` accepted (Stripe's limit).
 const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
@@ -132,6 +138,10 @@ impl Guard {
     }
 
     async fn handle(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Step, GuardError> {
+        // pingora accepts up to 1 MiB of headers; a Stripe request needs a few hundred bytes.
+        if session.to_h1_raw().len() > MAX_HEADER_BYTES {
+            return Err(GuardError::HeadersTooLarge(MAX_HEADER_BYTES));
+        }
         let agent = self.authenticate(session).await?;
         ctx.org = Some(agent.agent.org.clone());
         let method = session.req_header().method.as_str().to_string();
@@ -358,7 +368,10 @@ impl Guard {
         let h = session.req_header();
         let te = h.headers.get("transfer-encoding").is_some();
         let cl = h.headers.get_all("content-length").iter().count();
-        if cl > 1 || (cl == 1 && te) {
+        // pingora drops Content-Length when Transfer-Encoding is present (RFC 9112 §6.3); the raw
+        // header still shows it. Both at once is a smuggling attempt: refuse it (RELIABILITY.md 5).
+        let smuggled = te && raw_has_content_length(&session.to_h1_raw());
+        if cl > 1 || (cl == 1 && te) || smuggled {
             return Err(GuardError::Unparseable(
                 "conflicting Content-Length / Transfer-Encoding".into(),
             ));
@@ -377,32 +390,20 @@ impl Guard {
             .headers
             .get("expect")
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-        session.set_read_timeout(Some(Duration::from_secs(self.settings.body_read_timeout_secs)));
+        session.set_read_timeout(Some(Duration::from_secs(
+            self.settings.body_read_timeout_secs,
+        )));
         if expects_continue {
             session
                 .write_continue_response()
                 .await
                 .map_err(|_| GuardError::Unparseable("cannot answer Expect".into()))?;
         }
-        let mut body = Vec::new();
-        loop {
-            match session.read_request_body().await {
-                Ok(Some(chunk)) => {
-                    if body.len() + chunk.len() > max {
-                        return Err(GuardError::BodyTooLarge(max));
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    return Err(GuardError::Unparseable(format!(
-                        "the body could not be read: {:?}",
-                        e.etype()
-                    )));
-                }
-            }
+        let deadline = Duration::from_secs(self.settings.body_deadline_secs);
+        match tokio::time::timeout(deadline, read_all(session, max)).await {
+            Ok(r) => r,
+            Err(_) => Err(GuardError::RequestTimeout(self.settings.body_deadline_secs)),
         }
-        Ok(body)
     }
 
     /// `GET /v1/guard/intents/{id}`: the agent's own intents only.
@@ -430,6 +431,37 @@ impl Guard {
             .map_err(|_| GuardError::StoreUnavailable)?;
         Ok(Step::Answered)
     }
+}
+
+/// Read the body to its end, refusing more than `max` bytes.
+async fn read_all(session: &mut Session, max: usize) -> Result<Vec<u8>, GuardError> {
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > max {
+                    return Err(GuardError::BodyTooLarge(max));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                return Err(GuardError::Unparseable(format!(
+                    "the body could not be read: {:?}",
+                    e.etype()
+                )));
+            }
+        }
+    }
+    Ok(body)
+}
+
+/// Whether raw request header bytes carry a `Content-Length` line.
+fn raw_has_content_length(raw: &[u8]) -> bool {
+    const NAME: &[u8] = b"content-length:";
+    raw.split(|b| *b == b'\n')
+        .skip(1)
+        .any(|line| line.len() >= NAME.len() && line[..NAME.len()].eq_ignore_ascii_case(NAME))
 }
 
 fn idempotency_key(session: &Session) -> Result<String, GuardError> {
