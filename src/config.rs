@@ -27,11 +27,14 @@ pub struct ProxyCfg {
     pub max_hold_wait_secs: u64,
     pub in_flight_wait_ms: u64,
     pub threads: usize,
+    /// SIGTERM: seconds in-flight requests get to finish before the runtimes stop.
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for ProxyCfg {
     fn default() -> Self {
         Self {
+            shutdown_grace_secs: 10,
             listen: "127.0.0.1:8080".into(),
             max_body_bytes: 65_536,
             max_hold_wait_secs: 60,
@@ -47,6 +50,10 @@ pub struct AdminCfg {
     pub listen: String,
     pub origin: String,
     pub production: bool,
+    /// A session ends after this long without a request.
+    pub session_idle_secs: i64,
+    /// A session ends this long after sign-in.
+    pub session_absolute_secs: i64,
 }
 
 impl Default for AdminCfg {
@@ -55,6 +62,8 @@ impl Default for AdminCfg {
             listen: "127.0.0.1:8081".into(),
             origin: "http://127.0.0.1:8081".into(),
             production: false,
+            session_idle_secs: 30 * 60,
+            session_absolute_secs: 12 * 3600,
         }
     }
 }
@@ -178,6 +187,10 @@ impl Config {
         }
         if self.upstream.timeout_secs == 0 || self.upstream.timeout_secs > 600 {
             bail!("upstream.timeout_secs must be 1..=600");
+        }
+        let a = &self.admin;
+        if a.session_idle_secs < 60 || a.session_absolute_secs < a.session_idle_secs {
+            bail!("admin: need 60 ≤ session_idle_secs ≤ session_absolute_secs");
         }
         let w = &self.webhooks;
         if w.retry_base_ms < 1

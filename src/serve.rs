@@ -57,7 +57,7 @@ pub fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
 
     let conf = ServerConf {
         threads: cfg.proxy.threads,
-        grace_period_seconds: Some(0),
+        grace_period_seconds: Some(cfg.proxy.shutdown_grace_secs),
         graceful_shutdown_timeout_seconds: Some(10),
         ..ServerConf::default()
     };
@@ -90,6 +90,8 @@ pub fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
         origin: cfg.admin.origin.clone(),
         production: cfg.admin.production,
         allow_private_webhook_targets: cfg.webhooks.allow_private_targets,
+        session_idle_secs: cfg.admin.session_idle_secs,
+        session_absolute_secs: cfg.admin.session_absolute_secs,
         ..admin::AdminSettings::default()
     };
     let admin_state = admin::AppState::new(store.clone(), admin_settings, events.clone());

@@ -276,6 +276,12 @@ impl Guard {
             tracing::error!(intent = %intent.id, error = %e, "settlement failed");
         }
         match outcome {
+            // RELIABILITY.md 4: a 5xx from the rail is an unknown outcome; the agent gets 502
+            // and retries with the same key (the stored intent is `unknown`).
+            UpstreamOutcome::Response { response, .. } if response.status >= 500 => {
+                tracing::warn!(intent = %intent.id, status = response.status, "rail answered 5xx; intent unknown");
+                Err(GuardError::UpstreamUnavailable(Some(intent.id.to_string())))
+            }
             UpstreamOutcome::Response { response, .. } => {
                 write_stored(session, &response, &intent)
                     .await

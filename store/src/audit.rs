@@ -291,7 +291,8 @@ pub(crate) fn verify_events(
     {
         return Ok(VerifyReport::Broken {
             ok: false,
-            first_bad_seq: seq + 1,
+            // Cut tail: the first missing seq; appended tail: the first seq past the head.
+            first_bad_seq: seq.min(stored.seq) + 1,
             reason: format!(
                 "chain ends at seq {seq} but the stored head is seq {}",
                 stored.seq

@@ -249,6 +249,9 @@ class Guard:
             "GUARD_ADMIN_ORIGIN": f"http://127.0.0.1:{self.admin_port}",
             "GUARD_UPSTREAM_BASE_URL": self.upstream_url,
             "GUARD_UPSTREAM_TIMEOUT_SECS": "10",
+            # In-flight requests get this long after SIGTERM (default 10 s); tests stop guards
+            # often and their requests take milliseconds.
+            "GUARD_PROXY_SHUTDOWN_GRACE_SECS": "2",
         })
         env.update(self.extra_env)
         return env

@@ -26,7 +26,7 @@ Then the guard restarts and the next cycle runs, `CRASH_CYCLES` times (default 2
 every key is retried once: unknown intents resolve, and the rail's PaymentIntents are exactly
 the succeeded intents.
 
-Long run (documented in README, ≥ 500 cycles; the per-test timeout must be raised):
+Long run (≥ 500 cycles; the per-test timeout must be raised; record the result in the README):
 
     CRASH_CYCLES=500 CRASH_SEED=1 .venv/bin/pytest -q tests/e2e/test_crash.py --timeout=7200
 """
