@@ -171,7 +171,7 @@ pub enum IntentCmd {
 
 /// Set up `tracing` (text or JSON) to stderr.
 pub fn init_logging(cli: &Cli) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("GUARD_LOG")
+    let filter = tracing_subscriber::EnvFilter::try_from_env(crate::config::LOG_FILTER_VAR)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

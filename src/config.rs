@@ -157,6 +157,9 @@ impl std::fmt::Debug for SecretsCfg {
     }
 }
 
+/// The log filter variable (read by the logging setup, not a configuration key).
+pub const LOG_FILTER_VAR: &str = "GUARD_LOG";
+
 const SECTIONS: [&str; 7] = [
     "proxy", "admin", "store", "upstream", "holds", "webhooks", "secrets",
 ];
@@ -225,6 +228,9 @@ fn apply_env(
         let Some(rest) = name.strip_prefix("GUARD_") else {
             continue;
         };
+        if name == LOG_FILTER_VAR {
+            continue;
+        }
         let rest = rest.to_ascii_lowercase();
         let Some((section, key)) = SECTIONS
             .iter()
@@ -288,6 +294,11 @@ mod tests {
         .unwrap();
         assert_eq!(c.proxy.listen, "127.0.0.1:9");
         assert_eq!(c.proxy.max_body_bytes, 1024);
+    }
+
+    #[test]
+    fn the_log_filter_variable_is_not_configuration() {
+        assert!(load_with("", &[("GUARD_LOG", "debug")]).is_ok());
     }
 
     #[test]

@@ -5,7 +5,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::str::FromStr;
 use std::sync::OnceLock;
 
-use cedar_policy::{Effect, Policy, PolicyId, PolicySet, Schema, ValidationMode, Validator};
+use cedar_policy::{
+    Effect, Entity, EntityUid, Policy, PolicyId, PolicySet, Schema, ValidationMode, Validator,
+};
 use serde::{Deserialize, Serialize};
 
 /// The Cedar schema policies are validated against (`policies/schema.cedarschema`).
@@ -67,7 +69,7 @@ pub struct PolicyMeta {
 pub struct CompiledPolicies {
     text: String,
     set: PolicySet,
-    schema: Schema,
+    actions: HashMap<EntityUid, Entity>,
     /// Policy ids in text order.
     ids: Vec<String>,
     meta: HashMap<String, PolicyMeta>,
@@ -93,15 +95,18 @@ impl CompiledPolicies {
         &self.set
     }
 
-    pub(crate) fn schema(&self) -> &Schema {
-        &self.schema
+    /// The schema's entity for an action (its groups are its parents), or `None` when the
+    /// schema does not declare it.
+    pub(crate) fn action_entity(&self, action: &EntityUid) -> Option<&Entity> {
+        self.actions.get(action)
     }
 }
 
 /// The shipped schema and its validator, parsed once per process.
 struct Shipped {
-    schema: Schema,
     validator: Validator,
+    /// The schema's action entities (with their groups as parents), built once.
+    actions: HashMap<EntityUid, Entity>,
 }
 
 fn shipped() -> Result<&'static Shipped, Diagnostic> {
@@ -110,7 +115,13 @@ fn shipped() -> Result<&'static Shipped, Diagnostic> {
         let (schema, _warnings) =
             Schema::from_cedarschema_str(SCHEMA_TEXT).map_err(|e| e.to_string())?;
         let validator = Validator::new(schema.clone());
-        Ok(Shipped { schema, validator })
+        let actions = schema
+            .action_entities()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|e| (e.uid(), e))
+            .collect();
+        Ok(Shipped { validator, actions })
     });
     shipped
         .as_ref()
@@ -141,7 +152,7 @@ pub fn compile(text: &str) -> Result<CompiledPolicies, Vec<Diagnostic>> {
     Ok(CompiledPolicies {
         text: text.to_owned(),
         set,
-        schema: shipped.schema.clone(),
+        actions: shipped.actions.clone(),
         ids,
         meta,
     })

@@ -135,7 +135,7 @@ fn uid(type_name: &EntityTypeName, id: &str) -> EntityUid {
     EntityUid::from_type_name_and_id(type_name.clone(), EntityId::new(id))
 }
 
-/// The Cedar request and entities for this input, checked against the schema.
+/// The Cedar request and entities for this input (in the schema's shape; see below).
 fn cedar_request(
     policies: &CompiledPolicies,
     input: &EvalInput<'_>,
@@ -150,10 +150,19 @@ fn cedar_request(
         agent_entity(agent.clone(), org, input)?,
         request_entity(resource.clone(), input)?,
     ];
-    let schema = policies.schema();
-    let entities = Entities::from_entities(entities, Some(schema)).map_err(|e| e.to_string())?;
-    let request = Request::new(agent, action, resource, context(input)?, Some(schema))
-        .map_err(|e| e.to_string())?;
+    // The policies were validated against the schema when compiled, and every entity and the
+    // context are built here in the schema's shape; a per-request schema pass cost more than
+    // the authorization itself. The action's own entity (precomputed from the schema, with its
+    // groups as parents) is enough for `action in Action::"move_money"`. An action the schema
+    // does not declare is an error (deny); classification only produces declared ones.
+    let action_entity = policies
+        .action_entity(&action)
+        .ok_or_else(|| format!("unknown action {}", input.facts.operation))?
+        .clone();
+    let all = entities.into_iter().chain(std::iter::once(action_entity));
+    let entities = Entities::from_entities(all, None).map_err(|e| e.to_string())?;
+    let request =
+        Request::new(agent, action, resource, context(input)?, None).map_err(|e| e.to_string())?;
     Ok((request, entities))
 }
 

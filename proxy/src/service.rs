@@ -162,9 +162,12 @@ impl Guard {
             .get_header("authorization")
             .and_then(|v| token_from_header(v.as_bytes()))
             .ok_or(GuardError::AuthenticationRequired)?;
+        // A read transaction over cached pages: microseconds, never waits for the writer (redb
+        // readers are MVCC snapshots), so it runs inline rather than paying a thread hand-off.
         let agent = self
-            .blocking(move |s| s.authenticate_agent(&token))
-            .await?
+            .store
+            .authenticate_agent(&token)
+            .map_err(Self::store_failed)?
             .ok_or(GuardError::AuthenticationRequired)?;
         if agent.org_frozen || agent.agent.status != store::AgentStatus::Active {
             return Err(GuardError::AgentFrozen);
