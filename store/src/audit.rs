@@ -115,10 +115,13 @@ pub(crate) fn append(
     event["hash"] = Value::String(hash.clone());
     let mut events = txn.open_table(AUDIT)?;
     let key = audit_key(org, seq);
-    assert!(
-        events.get(key.as_str())?.is_none(),
-        "audit seq {seq} already used"
-    );
+    // The chain never reuses a seq; a store edited behind the guard's back fails the write
+    // (and so the decision) instead of overwriting history.
+    if events.get(key.as_str())?.is_some() {
+        return Err(StoreError::Corrupt(format!(
+            "audit seq {seq} of {org} is already used"
+        )));
+    }
     events.insert(key.as_str(), bytes.as_slice())?;
     let new_head = AuditHead { seq, hash };
     put_json(&mut heads, org.as_str(), &new_head)?;

@@ -68,7 +68,11 @@ pub(crate) fn add(txn: &redb::WriteTransaction, keys: &[String], delta: i64) -> 
         let next = cur
             .checked_add(delta)
             .ok_or_else(|| StoreError::Corrupt(format!("spend counter {key} overflows")))?;
-        assert!(next >= 0, "spend counter {key} would go negative");
+        if next < 0 {
+            return Err(StoreError::Corrupt(format!(
+                "spend counter {key} would go negative"
+            )));
+        }
         t.insert(key.as_str(), next.to_le_bytes().as_slice())?;
     }
     Ok(())
