@@ -1,6 +1,6 @@
 //! The decision transaction and the settlement transaction (PROXY.md steps 3–5).
 
-use policies::{CapScope, EvalInput, OperationClass, Outcome, RequestFacts, SpendContext, Verdict};
+use policies::{EvalInput, OperationClass, Outcome, RequestFacts, SpendContext, Verdict};
 use redb::ReadableTable;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -226,39 +226,9 @@ impl Store {
         clock: &Clock,
     ) -> Result<Verdict> {
         let policy_set = self.active_policies(|| Ok(txn.open_table(POLICY_VERSIONS)?), org)?;
-        let spend_t = txn.open_table(SPEND)?;
-        let currency = facts
-            .amount
-            .as_ref()
-            .map(|a| a.currency.as_str().to_string())
-            .unwrap_or_default();
-        let agent_scope = CapScope::Agent(agent.id.to_string());
-        let (spend_ctx, org_ctx) = if currency.is_empty() {
-            (SpendContext::default(), SpendContext::default())
-        } else {
-            (
-                spend::context(&spend_t, &org.id, &agent_scope, &currency, clock.unix)?,
-                spend::context(&spend_t, &org.id, &CapScope::Org, &currency, clock.unix)?,
-            )
-        };
-        let mut checks = Vec::new();
         let caps: Vec<policies::Cap> = scan_json(&txn.open_table(CAPS)?, &format!("{}|", org.id))?;
-        for cap in caps
-            .iter()
-            .filter(|c| c.applies_to(facts, agent.id.as_str()))
-        {
-            let amount = facts.amount.as_ref().map_or(0, |a| a.minor);
-            let spent = spend::spent(
-                &spend_t,
-                &org.id,
-                &cap.scope,
-                cap.currency.as_str(),
-                cap.interval,
-                clock.unix,
-                cap.operations.as_deref(),
-            )?;
-            checks.push(cap.check(amount, spent));
-        }
+        let spend_t = txn.open_table(SPEND)?;
+        let money = spend::view(&spend_t, &caps, &org.id, &agent.id, facts, clock.unix)?;
         drop(spend_t);
         let requests_last_minute = spend::count_request(txn, &org.id, &agent.id, clock.unix)?;
         let input = EvalInput {
@@ -268,12 +238,12 @@ impl Store {
             agent_tags: &agent.tags,
             facts,
             livemode,
-            spend: spend_ctx,
-            org_spend: org_ctx,
+            spend: money.agent,
+            org_spend: money.org,
             now_unix: clock.unix,
             requests_last_minute,
         };
-        Ok(policies::evaluate(&policy_set, &input, &checks))
+        Ok(policies::evaluate(&policy_set, &input, &money.caps))
     }
 
     /// Reserve (allow), write the intent and its `decision` event.
@@ -553,44 +523,15 @@ impl Store {
             None => self.active_policies(|| Ok(r.open_table(POLICY_VERSIONS)?), &org)?,
         };
         let clock = now();
-        let spend_t = r.open_table(SPEND)?;
-        let currency = facts
-            .amount
-            .as_ref()
-            .map(|a| a.currency.as_str().to_string())
-            .unwrap_or_default();
-        let (spend_ctx, org_ctx) = if currency.is_empty() {
-            (SpendContext::default(), SpendContext::default())
-        } else {
-            (
-                spend::context(
-                    &spend_t,
-                    org_id,
-                    &CapScope::Agent(agent_id.to_string()),
-                    &currency,
-                    clock.unix,
-                )?,
-                spend::context(&spend_t, org_id, &CapScope::Org, &currency, clock.unix)?,
-            )
-        };
         let caps: Vec<policies::Cap> = scan_json(&r.open_table(CAPS)?, &format!("{org_id}|"))?;
-        let mut checks = Vec::new();
-        for cap in caps
-            .iter()
-            .filter(|c| c.applies_to(facts, agent_id.as_str()))
-        {
-            let amount = facts.amount.as_ref().map_or(0, |a| a.minor);
-            let spent = spend::spent(
-                &spend_t,
-                org_id,
-                &cap.scope,
-                cap.currency.as_str(),
-                cap.interval,
-                clock.unix,
-                cap.operations.as_deref(),
-            )?;
-            checks.push(cap.check(amount, spent));
-        }
+        let money = spend::view(
+            &r.open_table(SPEND)?,
+            &caps,
+            org_id,
+            agent_id,
+            facts,
+            clock.unix,
+        )?;
         let livemode = self
             .rail_key_from(&r.open_table(RAIL_KEYS)?, org_id)?
             .is_some_and(|(_, l)| l);
@@ -601,11 +542,11 @@ impl Store {
             agent_tags: &agent.tags,
             facts,
             livemode,
-            spend: spend_ctx,
-            org_spend: org_ctx,
+            spend: money.agent,
+            org_spend: money.org,
             now_unix: clock.unix,
             requests_last_minute: 0,
         };
-        Ok(policies::evaluate(&policy_set, &input, &checks))
+        Ok(policies::evaluate(&policy_set, &input, &money.caps))
     }
 }

@@ -159,3 +159,54 @@ pub(crate) fn count_request(
     t.insert(this.as_str(), (cur + 1).to_le_bytes().as_slice())?;
     Ok(last_minute)
 }
+
+/// What a decision reads about money before this request: the agent's and the organization's
+/// day/week/month spend in the request's currency (Cedar context) and each applicable cap's
+/// check. Shared by the decision and the simulation so both count the same way.
+pub(crate) struct SpendView {
+    pub(crate) agent: SpendContext,
+    pub(crate) org: SpendContext,
+    pub(crate) caps: Vec<policies::CapCheck>,
+}
+
+pub(crate) fn view(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+    caps: &[policies::Cap],
+    org: &OrgId,
+    agent: &AgentId,
+    facts: &policies::RequestFacts,
+    now: i64,
+) -> Result<SpendView> {
+    let currency = facts
+        .amount
+        .as_ref()
+        .map(|a| a.currency.as_str())
+        .unwrap_or_default();
+    let (agent_ctx, org_ctx) = if currency.is_empty() {
+        (SpendContext::default(), SpendContext::default())
+    } else {
+        (
+            context(t, org, &CapScope::Agent(agent.to_string()), currency, now)?,
+            context(t, org, &CapScope::Org, currency, now)?,
+        )
+    };
+    let amount = facts.amount.as_ref().map_or(0, |a| a.minor);
+    let mut checks = Vec::new();
+    for cap in caps.iter().filter(|c| c.applies_to(facts, agent.as_str())) {
+        let spent = spent(
+            t,
+            org,
+            &cap.scope,
+            cap.currency.as_str(),
+            cap.interval,
+            now,
+            cap.operations.as_deref(),
+        )?;
+        checks.push(cap.check(amount, spent));
+    }
+    Ok(SpendView {
+        agent: agent_ctx,
+        org: org_ctx,
+        caps: checks,
+    })
+}
