@@ -825,13 +825,19 @@ impl Store {
         })
     }
 
-    /// The user's first organization (by id): the default active organization at sign-in.
+    /// The user's oldest organization: the default active organization at sign-in.
     pub fn first_org_of(&self, user: &UserId) -> Result<Option<Org>> {
+        // The oldest organization, not the first by id (ids are random): a sign-in lands in the
+        // same organization every time, whatever other organizations the user created later.
         Ok(self
             .memberships_of(user)?
             .into_iter()
-            .next()
-            .map(|(o, _)| o))
+            .map(|(o, _)| o)
+            .min_by(|a, b| {
+                a.created_at
+                    .cmp(&b.created_at)
+                    .then_with(|| a.id.cmp(&b.id))
+            }))
     }
 }
 
