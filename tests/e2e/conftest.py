@@ -181,6 +181,14 @@ class Localstripe:
                 return out
             after = page["data"][-1]["id"]
 
+    def payment_intent(self, pi_id: str) -> dict | None:
+        """One PaymentIntent from localstripe's own records; None if it holds no such id."""
+        r = self.get(f"/v1/payment_intents/{pi_id}")
+        if r.status_code == 404:
+            return None
+        assert r.status_code == 200, r.text
+        return r.json()
+
     def payment_intents_of_run(self, run: str) -> list[dict]:
         """localstripe cannot filter lists by metadata; tests tag their PIs with metadata[run]."""
         return [pi for pi in self.payment_intents() if (pi.get("metadata") or {}).get("run") == run]
@@ -322,8 +330,12 @@ class Guard:
     # -- stored state (stopped guard)
 
     def intents(self) -> list[dict]:
+        return [json.loads(line) for line in self.intent_lines()]
+
+    def intent_lines(self) -> list[str]:
+        """`intent list` as printed: one JSON object per line, unparsed."""
         out = self.cli("intent", "list", "--data-dir", str(self.data_dir), "--org", self.org_id)
-        return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+        return [line for line in out.stdout.splitlines() if line.strip()]
 
     def audit_export(self) -> list[str]:
         out = self.cli("audit", "export", "--data-dir", str(self.data_dir), "--org", self.org_id)

@@ -18,7 +18,11 @@ Every mode except `pass` answers *by itself*: the request never reaches localstr
 matters because localstripe ignores `Idempotency-Key`: a fault after localstripe created the
 PaymentIntent would make the guard's (correct) retry with the same upstream key create a second
 one there, which real Stripe would not. The proxy records every request it saw (`seen`), so a
-test can still check that a retry carried the same upstream `Idempotency-Key`.
+test can still check that a retry carried the same upstream `Idempotency-Key`. For a forwarded
+request it also keeps the target's answer (`status`, `response`), and `done` says the proxy is
+finished with the request: a test can learn which objects the target created from the records
+alone, and knows which records may still change (`attempted` without a response once `done`
+means the target may or may not have acted: the proxy cannot tell).
 
 `idempotent=True` emulates Stripe's own idempotency in front of localstripe: the first request
 with a given (Authorization, Idempotency-Key) is forwarded and its response kept; later ones get
@@ -49,8 +53,12 @@ class Seen:
     headers: dict
     body: bytes
     at: float = field(default_factory=time.monotonic)
-    forwarded: bool = False
+    forwarded: bool = False  # the target answered (`status`, `response`)
     replayed: bool = False
+    attempted: bool = False  # the proxy connected to the target to forward it
+    status: int | None = None  # the target's status and body, when it answered
+    response: bytes | None = None
+    done: bool = False  # the proxy is finished with it: the fields above no longer change
 
 
 def _read_head(sock: socket.socket, buf: bytes = b"") -> tuple[bytes, bytes] | None:
@@ -216,6 +224,11 @@ class FaultProxy:
         with self._lock:
             return [s for s in self.seen if path is None or s.path.split("?")[0] == path]
 
+    def requests_since(self, cursor: int) -> tuple[list[Seen], int]:
+        """The records from index `cursor` on (in arrival order) and the cursor for next time."""
+        with self._lock:
+            return self.seen[cursor:], len(self.seen)
+
     def wait_for(self, pred, timeout: float, what: str = "condition") -> None:
         """Block until pred(seen list) is true or raise after `timeout` seconds."""
         deadline = time.monotonic() + timeout
@@ -243,6 +256,7 @@ class FaultProxy:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
+        seen = None
         try:
             req = _read_request(conn)
             if req is None:
@@ -260,6 +274,9 @@ class FaultProxy:
         finally:
             with self._lock:
                 self._conns.discard(conn)
+                if seen is not None:
+                    seen.done = True
+                    self._cond.notify_all()
             try:
                 conn.close()
             except OSError:
@@ -341,6 +358,8 @@ class FaultProxy:
         out.append(b"Connection: close")
         raw = b"\r\n".join(out) + b"\r\n\r\n" + seen.body
         with socket.create_connection(self.target, timeout=IO_TIMEOUT) as up:
+            with self._lock:
+                seen.attempted = True
             up.sendall(raw)
             got = _read_head(up)
             if got is None:
@@ -351,6 +370,8 @@ class FaultProxy:
             body = _read_body_until_close(up, rest, rheaders)
         with self._lock:
             seen.forwarded = True
+            seen.status = int(lines[0].split(b" ", 2)[1])
+            seen.response = body
         keep = [f"{k}: {v}".encode("latin-1") for k, v in rheaders
                 if k.lower() not in ("connection", "keep-alive", "content-length",
                                      "transfer-encoding")]

@@ -26,6 +26,12 @@ Then the guard restarts and the next cycle runs, `CRASH_CYCLES` times (default 2
 every key is retried once: unknown intents resolve, and the rail's PaymentIntents are exactly
 the succeeded intents.
 
+The checks cover everything after every cycle, but each cycle reads only what it changed (see
+`Checks`), so they stay flat over a long run: what grows with the store is the two CLI calls
+(`audit verify`, `intent list`). Every `CRASH_FULL_EVERY` cycles (default 50) and at the end
+they re-check everything from scratch, with a full listing of the rail. Every
+`CRASH_TIMING_EVERY` cycles (default 10) a line gives the seconds of load and of each check.
+
 Long run (≥ 500 cycles; the per-test timeout must be raised; record the result in the README):
 
     CRASH_CYCLES=500 CRASH_SEED=1 .venv/bin/pytest -q tests/e2e/test_crash.py --timeout=7200
@@ -33,6 +39,7 @@ Long run (≥ 500 cycles; the per-test timeout must be raised; record the result
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -47,9 +54,11 @@ import requests
 
 from admin_client import AdminClient, owner
 from conftest import HOLD_THRESHOLD, Localstripe, form, tail
-from fault_proxy import FaultProxy
+from fault_proxy import FaultProxy, Seen
 
 CYCLES = int(os.environ.get("CRASH_CYCLES", "20"))
+FULL_EVERY = int(os.environ.get("CRASH_FULL_EVERY", "50"))  # cycles between full re-checks
+TIMING_EVERY = int(os.environ.get("CRASH_TIMING_EVERY", "10"))  # cycles between timing lines
 SEED = int(os.environ.get("CRASH_SEED", str(random.randrange(1 << 30))))
 AGENTS = ("a1", "a2", "a3")
 THREADS_PER_AGENT = 2
@@ -147,34 +156,171 @@ def day(ts: str) -> str:
     return ts[:10]
 
 
-def check_cycle(guard, load: Load, localstripe: Localstripe, fp: FaultProxy,
-                caps_by_day: dict[str, int], cycle: int) -> dict[str, dict]:
-    where = f"cycle {cycle} (seed {SEED})"
-    assert load.unexpected == [], f"{where}: unexpected answers {load.unexpected[:5]}"
+# What an answer's intent must be stored as. 200/402/403 are final within this test (nothing
+# approves, expires or refunds); 409 and 502 intents may still move on, within these.
+ANSWER_STATES = {200: ("succeeded",), 402: ("pending_approval",), 403: ("denied",),
+                 409: None, 502: ("unknown", "forwarding", "succeeded", "failed")}
 
-    rc, results, stderr = guard.audit_verify()
-    assert rc == 0 and results and all(r.get("ok") is True for r in results), (
-        f"{where}: audit verify failed: {results} {stderr}")
 
-    intents = {i["id"]: i for i in guard.intents()}
-    by_key: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    agent_name = {v: k for k, v in guard.agent_ids.items()}
-    for i in intents.values():
-        by_key[(agent_name.get(i["agent"], i["agent"]), i["idempotency_key"])].append(i)
-    dupes = {k: [i["id"] for i in v] for k, v in by_key.items() if len(v) > 1}
-    assert dupes == {}, f"{where}: one key, several intents: {dupes}"
+class Checks:
+    """The per-cycle checks, and what they have established so far, so that a cycle's check
+    costs what the cycle added rather than everything since the start.
 
-    first_intent: dict[tuple[str, str], str] = {}
-    expected = {200: ("succeeded",), 402: ("pending_approval",), 403: ("denied",),
-                409: None, 502: ("unknown", "forwarding", "succeeded", "failed")}
-    for a in load.answers:
+    Every check the module docstring lists holds after every cycle over *all* answers, intents
+    and PaymentIntents, because what an earlier cycle checked can only stop holding if
+    something it was checked against changed, and the changes are exactly what a cycle reads:
+
+    - intents: `intent list` still prints all of them (the CLI has no filter), but only lines
+      whose text differs from the last listing are parsed; those are the cycle's changed
+      intents. No intent ever disappears from the store.
+    - answers: each is checked in the cycle it arrived, and again in every cycle its intent
+      changed (a 502's unknown intent resolving, say).
+    - spend and reservations: kept per intent, updated from the changed intents.
+    - the rail: every request to localstripe passes the FaultProxy, which keeps each answer.
+      The PaymentIntents a cycle created are the ids in the answers of the requests the proxy
+      finished since the last cycle; each is fetched from localstripe's own records by id.
+      A request still in flight is looked at in a later cycle. A full listing of localstripe
+      runs every `CRASH_FULL_EVERY` cycles, at the end, and whenever the proxy cannot tell
+      whether a request created something; it must find nothing the records do not account
+      for. Those cycles also re-check everything from scratch.
+    """
+
+    def __init__(self, guard, load: Load, rail: Localstripe, fp: FaultProxy,
+                 caps_by_day: dict[str, int]):
+        self.guard, self.load, self.rail, self.fp = guard, load, rail, fp
+        self.caps_by_day = caps_by_day
+        self.agent_name = {v: k for k, v in guard.agent_ids.items()}
+        # intents
+        self.lines: dict[str, str] = {}  # line of the last `intent list` -> its intent id
+        self.intents: dict[str, dict] = {}  # intent id -> the intent as last listed
+        self.owner: dict[tuple[str, str], str] = {}  # (agent name, key) -> intent id
+        self.spent: dict[str, tuple[str, int]] = {}  # money intent id -> (day, amount)
+        self.spend: dict[str, int] = defaultdict(int)  # day -> allowed spend
+        self.forwarding: set[str] = set()
+        # answers
+        self.answers_seen = 0  # load.answers[:answers_seen] are indexed below
+        self.answers_of: dict[str, list[Answer]] = defaultdict(list)
+        self.first_intent: dict[tuple[str, str], str] = {}
+        # the rail
+        self.seen = 0  # fp.seen[:seen] have had their headers checked
+        self.in_flight: list[Seen] = []  # requests the proxy was not finished with
+        self.unsure = 0  # finished requests that may or may not have created a PaymentIntent
+        self.pi_intent: dict[str, str] = {}  # PaymentIntent id -> intent id
+        self.pis_of: dict[str, set[str]] = defaultdict(set)  # intent id -> PaymentIntent ids
+        self.timing: dict[str, float] = {}  # seconds per part of the last check
+        self.full = False  # whether the last check was a full one
+
+    def check(self, cycle: int, *, final: bool = False) -> None:
+        """All checks, with the guard stopped. `final` (and every CRASH_FULL_EVERY-th cycle)
+        re-reads and re-checks everything, as if nothing had been established before."""
+        where = f"cycle {cycle} (seed {SEED})"
+        full = self.full = final or (cycle + 1) % FULL_EVERY == 0
+        assert self.load.unexpected == [], f"{where}: unexpected answers {self.load.unexpected[:5]}"
+        t = time.monotonic()
+
+        rc, results, stderr = self.guard.audit_verify()
+        assert rc == 0 and results and all(r.get("ok") is True for r in results), (
+            f"{where}: audit verify failed: {results} {stderr}")
+        t = self._lap("verify", t)
+
+        listed = self.guard.intent_lines()
+        t = self._lap("list", t)
+        changed = self._read_intents(where, listed, full)
+        t = self._lap("intents", t)
+
+        self._check_money(where, changed)
+        self._check_answers(where, changed)
+        t = self._lap("answers", t)
+
+        self._check_rail(where, changed, full)
+        self._lap("rail", t)
+
+    def summary(self, seconds: float) -> str:
+        parts = ", ".join(f"{k} {v:.3f}" for k, v in self.timing.items())
+        return (f"check {seconds:.3f}s{' (full)' if self.full else ''} ({parts}); "
+                f"{len(self.intents)} intents, {len(self.load.answers)} answers, "
+                f"{len(self.pi_intent)} PaymentIntents")
+
+    def _lap(self, part: str, since: float) -> float:
+        now = time.monotonic()
+        self.timing[part] = now - since
+        return now
+
+    # -- intents
+
+    def _read_intents(self, where: str, listed: list[str], full: bool) -> dict[str, dict]:
+        """Refresh `intents` from the lines of `intent list`; the intents that are new or changed
+        since the last listing (all of them when `full`)."""
+        known = {} if full else self.lines
+        lines: dict[str, str] = {}
+        changed: dict[str, dict] = {}
+        for line in listed:
+            iid = known.get(line)
+            if iid is None:
+                i = json.loads(line)
+                iid = i["id"]
+                changed[iid] = i
+            lines[line] = iid
+        ids = set(lines.values())
+        assert len(ids) == len(lines), f"{where}: an intent listed twice"
+        gone = self.intents.keys() - ids
+        assert not gone, f"{where}: intents gone from the store: {sorted(gone)[:5]}"
+        for iid, i in changed.items():
+            old = self.intents.get(iid)
+            if old is None:
+                key = (self.agent_name.get(i["agent"], i["agent"]), i["idempotency_key"])
+                other = self.owner.setdefault(key, iid)
+                assert other == iid, f"{where}: one key, several intents: {key}: {other}, {iid}"
+            else:
+                assert (old["agent"], old["idempotency_key"]) == (
+                    i["agent"], i["idempotency_key"]), f"{where}: intent changed owner {old} {i}"
+            self.intents[iid] = i
+        self.lines = lines
+        return changed
+
+    def _check_money(self, where: str, changed: dict[str, dict]) -> None:
+        """Reservations agree with statuses; the allowed spend of each day stays under the cap."""
+        for iid, i in changed.items():
+            was = self.spent.pop(iid, None)
+            if was is not None:
+                self.spend[was[0]] -= was[1]
+            self.forwarding.discard(iid)
+            if i["status"] in MONEY_STATES:
+                assert i["currency"] == "usd", (where, i)
+                r = i["reservation"]
+                assert r and r["released"] is False and r["amount"] == i["amount"], (where, i)
+                self.spent[iid] = (day(i["created_at"]), i["amount"])
+                self.spend[day(i["created_at"])] += i["amount"]
+                if i["status"] == "forwarding":
+                    self.forwarding.add(iid)
+            elif i["status"] in ("denied", "pending_approval"):
+                assert i["reservation"] is None, (where, i)
+        for d, total in self.spend.items():
+            assert total <= self.caps_by_day[d], (
+                f"{where}: spent {total} > cap {self.caps_by_day[d]} on {d}")
+
+    # -- answers
+
+    def _check_answers(self, where: str, changed: dict[str, dict]) -> None:
+        """The cycle's answers, and the earlier answers whose intent changed."""
+        new = self.load.answers[self.answers_seen:]
+        self.answers_seen += len(new)
+        for a in new:
+            self._check_answer(where, a)
+            self.answers_of[a.intent].append(a)
+        for iid in changed:
+            for a in self.answers_of.get(iid, ()):
+                self._check_answer(where, a)
+
+    def _check_answer(self, where: str, a: Answer) -> None:
         ctx = f"{where}: answer {a}"
-        assert a.intent and a.intent in intents, f"{ctx}: no durable intent {a.intent}"
-        i = intents[a.intent]
-        assert (i["agent"], i["idempotency_key"]) == (guard.agent_ids[a.agent], a.key), (ctx, i)
-        assert first_intent.setdefault((a.agent, a.key), a.intent) == a.intent, (
+        assert a.intent and a.intent in self.intents, f"{ctx}: no durable intent {a.intent}"
+        i = self.intents[a.intent]
+        assert (i["agent"], i["idempotency_key"]) == (self.guard.agent_ids[a.agent], a.key), (
+            ctx, i)
+        assert self.first_intent.setdefault((a.agent, a.key), a.intent) == a.intent, (
             f"{ctx}: the same key answered with two intents")
-        ok = expected[a.status]
+        ok = ANSWER_STATES[a.status]
         assert ok is None or i["status"] in ok, f"{ctx}: stored status {i['status']}"
         if a.status == 200:
             assert i["upstream_id"] == a.pi, f"{ctx}: stored upstream id {i['upstream_id']}"
@@ -183,46 +329,91 @@ def check_cycle(guard, load: Load, localstripe: Localstripe, fp: FaultProxy,
         if a.status == 402:
             assert a.code == "guard_approval_required", ctx
 
-    # Reservations agree with statuses; the allowed spend of each day stays under the cap.
-    spend: dict[str, int] = defaultdict(int)
-    for i in intents.values():
-        if i["status"] in MONEY_STATES:
-            assert i["currency"] == "usd", (where, i)
-            r = i["reservation"]
-            assert r and r["released"] is False and r["amount"] == i["amount"], (where, i)
-            spend[day(i["created_at"])] += i["amount"]
-        elif i["status"] in ("denied", "pending_approval"):
-            assert i["reservation"] is None, (where, i)
-    for d, total in spend.items():
-        assert total <= caps_by_day[d], f"{where}: spent {total} > cap {caps_by_day[d]} on {d}"
+    # -- the rail
 
-    # The rail: nothing the guard has no money intent for, at most one PaymentIntent per intent.
-    pis = localstripe.payment_intents_of_run(load.run)
-    per_intent: dict[str, list[str]] = defaultdict(list)
-    for pi in pis:
-        md = pi["metadata"]
-        mine = by_key.get((md["agent"], md["key"]))
-        assert mine, f"{where}: PaymentIntent {pi['id']} ({md}) without an intent"
-        assert mine[0]["status"] in MONEY_STATES, (
-            f"{where}: PaymentIntent {pi['id']} for intent {mine[0]['id']} in "
-            f"{mine[0]['status']}")
-        per_intent[mine[0]["id"]].append(pi["id"])
-    several = {k: v for k, v in per_intent.items() if len(v) > 1}
-    assert several == {}, f"{where}: several PaymentIntents for one intent: {several}"
-    for i in intents.values():
-        if i["status"] == "succeeded":
-            assert per_intent.get(i["id"]) == [i["upstream_id"]], (
-                f"{where}: succeeded intent {i['id']} vs rail {per_intent.get(i['id'])}")
+    def _check_rail(self, where: str, changed: dict[str, dict], full: bool) -> None:
+        """Nothing on the rail the guard has no money intent for, at most one PaymentIntent per
+        intent, each succeeded intent's PaymentIntent there; every upstream attempt carries the
+        intent-derived key."""
+        arrived, self.seen = self.fp.requests_since(self.seen)
+        arrived = [s for s in arrived if s.path.split("?")[0] == "/v1/payment_intents"]
+        for s in self.fp.requests("/v1/payment_intents") if full else arrived:
+            fields = dict(parse_qsl(s.body.decode()))
+            agent, key = fields.get("metadata[agent]"), fields.get("metadata[key]")
+            mine = self.owner.get((agent, key))
+            assert mine, f"{where}: the rail saw {key} of {agent} but no intent exists"
+            assert s.headers.get("idempotency-key") == f"pg-{mine}", (where, s.headers, mine)
 
-    # Every upstream attempt the rail saw used the intent-derived key of its intent.
-    for seen in fp.requests("/v1/payment_intents"):
-        fields = dict(parse_qsl(seen.body.decode()))
-        agent, key = fields.get("metadata[agent]"), fields.get("metadata[key]")
-        mine = by_key.get((agent, key))
-        assert mine, f"{where}: the rail saw {key} of {agent} but no intent exists"
-        assert seen.headers.get("idempotency-key") == f"pg-{mine[0]['id']}", (
-            where, seen.headers, mine[0]["id"])
-    return intents
+        # The PaymentIntents created by the requests the proxy finished since the last cycle.
+        # `touched`: the intents to check against the rail (all of them in a full check).
+        touched = set(changed)
+        in_flight = []
+        for s in self.in_flight + arrived:
+            if not s.done:
+                in_flight.append(s)
+                continue
+            pi_id = self._created_by(s)
+            if pi_id is not None and pi_id not in self.pi_intent:
+                pi = self.rail.payment_intent(pi_id)
+                assert pi, f"{where}: the rail answered {pi_id} but does not hold it"
+                touched.add(self._register(where, pi))
+        self.in_flight = in_flight
+
+        if full or self.unsure:
+            listed = self.rail.payment_intents_of_run(self.load.run)
+            ids = {pi["id"] for pi in listed}
+            lost = self.pi_intent.keys() - ids
+            assert not lost, f"{where}: PaymentIntents gone from the rail: {sorted(lost)[:5]}"
+            missed = [pi for pi in listed if pi["id"] not in self.pi_intent]
+            assert len(missed) <= len(self.in_flight) + self.unsure, (
+                f"{where}: the rail holds PaymentIntents the proxy's records do not account for: "
+                f"{[pi['id'] for pi in missed][:5]} ({len(self.in_flight)} requests in flight, "
+                f"{self.unsure} unsure)")
+            for pi in missed:
+                touched.add(self._register(where, pi))
+            self.unsure = 0
+
+        for iid in touched:
+            i = self.intents[iid]
+            pis = self.pis_of.get(iid)
+            if pis:
+                assert i["status"] in MONEY_STATES, (
+                    f"{where}: PaymentIntent {sorted(pis)} for intent {iid} in {i['status']}")
+                assert len(pis) == 1, (
+                    f"{where}: several PaymentIntents for one intent: {iid}: {sorted(pis)}")
+            if i["status"] == "succeeded":
+                up = i["upstream_id"]
+                if up not in self.pi_intent:
+                    # Answered by a request still in flight at the proxy (a replay reached the
+                    # guard first), or not on the rail at all.
+                    pi = self.rail.payment_intent(up)
+                    assert pi, f"{where}: succeeded intent {iid}: {up} is not on the rail"
+                    self._register(where, pi)
+                assert self.pis_of.get(iid) == {up}, (
+                    f"{where}: succeeded intent {iid} vs rail {self.pis_of.get(iid)}")
+
+    def _created_by(self, s: Seen) -> str | None:
+        """The id of the PaymentIntent a finished request created, if any; counts it as unsure
+        if the proxy cannot tell."""
+        if not s.attempted or (s.forwarded and 400 <= s.status < 500):
+            return None  # never reached localstripe, or refused by it
+        try:
+            pi_id = json.loads(s.response)["id"] if s.forwarded and s.status == 200 else None
+        except (ValueError, KeyError, TypeError):
+            pi_id = None
+        if pi_id is None:
+            self.unsure += 1
+        return pi_id
+
+    def _register(self, where: str, pi: dict) -> str:
+        """Map a PaymentIntent of the rail to its intent (by the metadata the agent sent)."""
+        md = pi.get("metadata") or {}
+        iid = self.owner.get((md.get("agent"), md.get("key")))
+        assert md.get("run") == self.load.run and iid, (
+            f"{where}: PaymentIntent {pi['id']} ({md}) without an intent")
+        self.pi_intent[pi["id"]] = iid
+        self.pis_of[iid].add(pi["id"])
+        return iid
 
 
 def set_cap(api: AdminClient, cap_id: str, limit: int) -> None:
@@ -244,10 +435,12 @@ def test_kill_9_under_load_loses_nothing(guard_factory, tmp_path):
         token = owner(guard).create_api_token("crash test")
         load = Load(guard, uuid.uuid4().hex, SEED)
         caps_by_day: dict[str, int] = defaultdict(lambda: HEADROOM)
+        checks = Checks(guard, load, rail, fp, caps_by_day)
         reserved_today = 0
         caught_forwarding = 0  # intents a SIGKILL caught between decision and settlement
 
         for cycle in range(CYCLES):
+            t0 = time.monotonic()
             if not guard.running:
                 guard.start()
             api = AdminClient.for_guard(guard, token=token, label="crash")
@@ -256,6 +449,7 @@ def test_kill_9_under_load_loses_nothing(guard_factory, tmp_path):
             today = time.strftime("%Y-%m-%d", time.gmtime())
             caps_by_day[today] = max(caps_by_day.get(today, 0), limit)
 
+            t1 = time.monotonic()
             stop = threading.Event()
             threads = [threading.Thread(target=load.worker,
                                         args=(cycle, a, rng.getrandbits(32), stop), daemon=True)
@@ -271,18 +465,24 @@ def test_kill_9_under_load_loses_nothing(guard_factory, tmp_path):
                 t.join(timeout=REQUEST_TIMEOUT + 5)
                 assert not t.is_alive(), "a load thread did not stop"
 
+            t2 = time.monotonic()
             try:
-                intents = check_cycle(guard, load, rail, fp, caps_by_day, cycle)
+                checks.check(cycle)
             except AssertionError:
                 print(tail(guard.log))
                 raise
-            caught_forwarding += sum(i["status"] == "forwarding" for i in intents.values())
+            t3 = time.monotonic()
+            caught_forwarding += len(checks.forwarding)
             today = time.strftime("%Y-%m-%d", time.gmtime())
-            reserved_today = sum(i["amount"] for i in intents.values()
-                                 if i["status"] in MONEY_STATES and day(i["created_at"]) == today)
+            reserved_today = checks.spend.get(today, 0)
+            if cycle % TIMING_EVERY == 0 or checks.full or cycle == CYCLES - 1:
+                # A long run's log shows whether the check stays flat as the store grows.
+                print(f"crash cycle {cycle}: start {t1 - t0:.2f}s, load {t2 - t1:.2f}s, "
+                      f"{checks.summary(t3 - t2)}", flush=True)
 
         # Drain: every key left unknown/forwarding (and a sample of the others) once more.
         # Unknown intents resolve; nothing pays twice; the rest replay their first answer.
+        intents = checks.intents
         open_keys = {(a, i["idempotency_key"]) for i in intents.values()
                      for a, aid in guard.agent_ids.items()
                      if i["agent"] == aid and i["status"] in ("unknown", "forwarding")}
@@ -297,7 +497,10 @@ def test_kill_9_under_load_loses_nothing(guard_factory, tmp_path):
         assert not [a for a in drained if a.status in (409, 502)], [
             a for a in drained if a.status in (409, 502)][:5]
         guard.stop()
-        intents = check_cycle(guard, load, rail, fp, caps_by_day, CYCLES)
+        t = time.monotonic()
+        checks.check(CYCLES, final=True)
+        print(f"crash final check: {checks.summary(time.monotonic() - t)}")
+        intents = checks.intents
         assert not [i for i in intents.values() if i["status"] in ("unknown", "forwarding")]
         succeeded = sorted(i["upstream_id"] for i in intents.values()
                            if i["status"] == "succeeded")
