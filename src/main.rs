@@ -11,6 +11,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc instead of the system allocator: the data path allocates many small short-lived
+/// values (JSON, Cedar entities, redb pages) and glibc malloc was ~20 % of the writer thread's
+/// time in the profile (bench/RESULTS.md, notes).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // ARCHITECTURE.md: one rustls provider (ring) for the whole process, installed first.
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -28,4 +28,6 @@ pub use policy_set::{
     CompiledPolicies, DEFAULT_POLICY_TEXT, Diagnostic, MAX_APPROVALS, PolicyEffect, PolicyMeta,
     SCHEMA_TEXT, compile,
 };
-pub use verdict::{EvalInput, Outcome, SpendContext, Verdict, evaluate};
+pub use verdict::{
+    EvalInput, Outcome, Prepared, SpendContext, Verdict, evaluate, evaluate_prepared, prepare,
+};

@@ -65,10 +65,19 @@ pub struct PolicyMeta {
 }
 
 /// A validated policy set, ready to evaluate. Build it once per stored version.
+///
+/// Besides the whole set it keeps two disjoint halves: the policies that never read `context`
+/// (decided by the request, the agent and the organization alone, so they can be evaluated
+/// before the serialized part of a decision) and those that do (spend, time, request rate:
+/// evaluated inside the decision transaction). See [`crate::verdict::prepare`].
 #[derive(Clone, Debug)]
 pub struct CompiledPolicies {
     text: String,
     set: PolicySet,
+    stateless: PolicySet,
+    stateful: PolicySet,
+    /// Distinguishes this compilation from every other one in the process.
+    generation: u64,
     actions: HashMap<EntityUid, Entity>,
     /// Policy ids in text order.
     ids: Vec<String>,
@@ -93,6 +102,25 @@ impl CompiledPolicies {
 
     pub(crate) fn set(&self) -> &PolicySet {
         &self.set
+    }
+
+    /// The policies that do not read `context`.
+    pub(crate) fn stateless(&self) -> &PolicySet {
+        &self.stateless
+    }
+
+    /// The policies that read `context`.
+    pub(crate) fn stateful(&self) -> &PolicySet {
+        &self.stateful
+    }
+
+    /// How many policies read `context` (evaluated inside the decision transaction).
+    pub fn stateful_count(&self) -> usize {
+        self.stateful.policies().count()
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The schema's entity for an action (its groups are its parents), or `None` when the
@@ -128,6 +156,40 @@ fn shipped() -> Result<&'static Shipped, Diagnostic> {
         .map_err(|e| unlocated(format!("the shipped schema is invalid: {e}")))
 }
 
+/// The policies that never mention the `context` variable, and the others. A policy whose JSON
+/// form cannot be produced counts as reading `context` (the safe side: it is evaluated inside
+/// the decision transaction).
+fn split_by_context(set: &PolicySet) -> (PolicySet, PolicySet) {
+    let mut stateless = PolicySet::new();
+    let mut stateful = PolicySet::new();
+    for policy in set.policies() {
+        let reads_context = policy.to_json().map_or(true, |est| mentions_context(&est));
+        let half = if reads_context {
+            &mut stateful
+        } else {
+            &mut stateless
+        };
+        if half.add(policy.clone()).is_err() {
+            // Ids are unique within `set`, so this does not happen; if it did, no policy may
+            // be lost: everything is then evaluated inside the transaction.
+            return (PolicySet::new(), set.clone());
+        }
+    }
+    (stateless, stateful)
+}
+
+/// Whether a policy's JSON (EST) form refers to the variable `context` anywhere
+/// (`{"Var": "context"}`); a string literal "context" is `{"Value": "context"}` and does not count.
+fn mentions_context(est: &serde_json::Value) -> bool {
+    match est {
+        serde_json::Value::Object(map) => map
+            .iter()
+            .any(|(k, v)| (k == "Var" && v.as_str() == Some("context")) || mentions_context(v)),
+        serde_json::Value::Array(items) => items.iter().any(mentions_context),
+        _ => false,
+    }
+}
+
 /// One parsed statement before checks: its generated id, text offset and policy.
 struct Statement {
     position: usize,
@@ -149,9 +211,14 @@ pub fn compile(text: &str) -> Result<CompiledPolicies, Vec<Diagnostic>> {
         diagnostics.sort_by_key(|d| (d.line, d.column));
         return Err(diagnostics);
     }
+    let (stateless, stateful) = split_by_context(&set);
+    static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     Ok(CompiledPolicies {
         text: text.to_owned(),
         set,
+        stateless,
+        stateful,
+        generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         actions: shipped.actions.clone(),
         ids,
         meta,

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use cedar_policy::{
     AuthorizationError, Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName,
-    EntityUid, Request, RestrictedExpression,
+    EntityUid, PolicySet, Request, RestrictedExpression,
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -95,18 +95,180 @@ pub struct Verdict {
 
 /// Decides one request: Cedar first, then the caps; the most severe outcome wins.
 pub fn evaluate(policies: &CompiledPolicies, input: &EvalInput<'_>, caps: &[CapCheck]) -> Verdict {
-    let verdict = match cedar_request(policies, input) {
-        Ok((request, entities)) => cedar_verdict(policies, input, &request, &entities),
-        Err(error) => Verdict {
-            outcome: Outcome::Deny,
-            policies: Vec::new(),
-            caps: Vec::new(),
-            reason: format!("the request could not be evaluated: {error}"),
-            approvals_required: 0,
-            errors: vec![error],
+    evaluate_prepared(policies, None, input, caps)
+}
+
+/// The part of a decision that can be done before its transaction: the Cedar entities of the
+/// request, and the verdict of the policies that do not read `context` (which depend only on
+/// the request, the agent, the organization and the rail mode, not on spend, time or rate).
+/// [`evaluate_prepared`] then evaluates only the policies that read `context` and combines the
+/// two; it uses the preparation only when it was made from the same compiled set and the same
+/// inputs, and otherwise evaluates everything itself. Both ways give the same verdict
+/// (`verdict::tests` checks this).
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    generation: u64,
+    key: PreparedKey,
+    built: Result<Built, String>,
+}
+
+/// The inputs a preparation depends on.
+#[derive(Clone, Debug, PartialEq)]
+struct PreparedKey {
+    org_id: String,
+    agent_id: String,
+    agent_name: String,
+    agent_tags: Vec<String>,
+    facts: RequestFacts,
+    livemode: bool,
+}
+
+#[derive(Clone, Debug)]
+struct Built {
+    entities: Entities,
+    principal: EntityUid,
+    action: EntityUid,
+    resource: EntityUid,
+    stateless: CedarPart,
+}
+
+impl PreparedKey {
+    fn of(input: &EvalInput<'_>) -> Self {
+        Self {
+            org_id: input.org_id.to_owned(),
+            agent_id: input.agent_id.to_owned(),
+            agent_name: input.agent_name.to_owned(),
+            agent_tags: input.agent_tags.to_vec(),
+            facts: input.facts.clone(),
+            livemode: input.livemode,
+        }
+    }
+
+    fn matches(&self, input: &EvalInput<'_>) -> bool {
+        self.org_id == input.org_id
+            && self.agent_id == input.agent_id
+            && self.agent_name == input.agent_name
+            && self.agent_tags == input.agent_tags
+            && self.livemode == input.livemode
+            && self.facts == *input.facts
+    }
+}
+
+/// Prepare a decision outside its transaction (see [`Prepared`]). The spend, time and rate
+/// fields of `input` are not read.
+pub fn prepare(policies: &CompiledPolicies, input: &EvalInput<'_>) -> Prepared {
+    let built = entities(policies, input).map(|(entities, principal, action, resource)| {
+        let stateless = Request::new(
+            principal.clone(),
+            action.clone(),
+            resource.clone(),
+            Context::empty(),
+            None,
+        )
+        .map(|request| run_part(policies.stateless(), &request, &entities))
+        .unwrap_or_else(|e| CedarPart::failed(e.to_string()));
+        Built {
+            entities,
+            principal,
+            action,
+            resource,
+            stateless,
+        }
+    });
+    Prepared {
+        generation: policies.generation(),
+        key: PreparedKey::of(input),
+        built,
+    }
+}
+
+/// [`evaluate`], reusing `prepared` when it was made for this compiled set and these inputs.
+pub fn evaluate_prepared(
+    policies: &CompiledPolicies,
+    prepared: Option<&Prepared>,
+    input: &EvalInput<'_>,
+    caps: &[CapCheck],
+) -> Verdict {
+    let usable = prepared.filter(|p| p.generation == policies.generation() && p.key.matches(input));
+    let part = match usable {
+        Some(p) => match &p.built {
+            Ok(b) => context(input)
+                .and_then(|ctx| {
+                    Request::new(
+                        b.principal.clone(),
+                        b.action.clone(),
+                        b.resource.clone(),
+                        ctx,
+                        None,
+                    )
+                    .map_err(|e| e.to_string())
+                })
+                .map(|request| {
+                    run_part(policies.stateful(), &request, &b.entities).merge(b.stateless.clone())
+                }),
+            Err(e) => Err(e.clone()),
         },
+        None => cedar_request(policies, input)
+            .map(|(request, entities)| run_part(policies.set(), &request, &entities)),
+    };
+    let verdict = match part {
+        Ok(part) => cedar_verdict(policies, input, part),
+        Err(error) => unevaluable(error),
     };
     apply_caps(verdict, input, caps)
+}
+
+/// What Cedar said about some of the policies. Cedar's determining policies are the satisfied
+/// forbids on a denial and the satisfied permits on an allow, and each policy is evaluated on
+/// its own, so the answers for two disjoint halves of a set combine into the answer for the
+/// whole set: the forbids of either deny, else the permits of either allow.
+#[derive(Clone, Debug, Default)]
+struct CedarPart {
+    /// Satisfied forbids (all of them, when any).
+    forbids: Vec<String>,
+    /// Satisfied permits (known only when no forbid of this part is satisfied).
+    permits: Vec<String>,
+    /// (failing policy id, error message) for each evaluation error.
+    errors: Vec<(String, String)>,
+    /// The request itself could not be built.
+    failed: Option<String>,
+}
+
+impl CedarPart {
+    fn failed(error: String) -> Self {
+        Self {
+            failed: Some(error),
+            ..Self::default()
+        }
+    }
+
+    fn merge(mut self, other: CedarPart) -> Self {
+        self.forbids.extend(other.forbids);
+        self.permits.extend(other.permits);
+        self.errors.extend(other.errors);
+        self.failed = self.failed.or(other.failed);
+        self
+    }
+}
+
+fn run_part(set: &PolicySet, request: &Request, entities: &Entities) -> CedarPart {
+    let response = Authorizer::new().is_authorized(request, set, entities);
+    let diagnostics = response.diagnostics();
+    let determining: Vec<String> = diagnostics.reason().map(ToString::to_string).collect();
+    let errors = diagnostics
+        .errors()
+        .map(|e| (failing_policy(e), e.to_string()))
+        .collect();
+    let (forbids, permits) = match response.decision() {
+        Decision::Deny => (determining, Vec::new()),
+        Decision::Allow => (Vec::new(), determining),
+    };
+    CedarPart {
+        forbids,
+        permits,
+        errors,
+        failed: None,
+    }
 }
 
 /// Cedar entity type names, parsed once.
@@ -140,6 +302,17 @@ fn cedar_request(
     policies: &CompiledPolicies,
     input: &EvalInput<'_>,
 ) -> Result<(Request, Entities), String> {
+    let (entities, agent, action, resource) = entities(policies, input)?;
+    let request =
+        Request::new(agent, action, resource, context(input)?, None).map_err(|e| e.to_string())?;
+    Ok((request, entities))
+}
+
+/// The entities of a request and the principal, action and resource uids.
+fn entities(
+    policies: &CompiledPolicies,
+    input: &EvalInput<'_>,
+) -> Result<(Entities, EntityUid, EntityUid, EntityUid), String> {
     let types = types();
     let org = uid(&types.organization, input.org_id);
     let agent = uid(&types.agent, input.agent_id);
@@ -161,9 +334,7 @@ fn cedar_request(
         .clone();
     let all = entities.into_iter().chain(std::iter::once(action_entity));
     let entities = Entities::from_entities(all, None).map_err(|e| e.to_string())?;
-    let request =
-        Request::new(agent, action, resource, context(input)?, None).map_err(|e| e.to_string())?;
-    Ok((request, entities))
+    Ok((entities, agent, action, resource))
 }
 
 fn agent_entity(agent: EntityUid, org: EntityUid, input: &EvalInput<'_>) -> Result<Entity, String> {
@@ -232,31 +403,48 @@ fn context(input: &EvalInput<'_>) -> Result<Context, String> {
     Context::from_pairs(pairs).map_err(|e| e.to_string())
 }
 
-/// Runs Cedar and reads the three outcomes from its two effects.
-fn cedar_verdict(
-    policies: &CompiledPolicies,
-    input: &EvalInput<'_>,
-    request: &Request,
-    entities: &Entities,
-) -> Verdict {
-    let response = Authorizer::new().is_authorized(request, policies.set(), entities);
-    let diagnostics = response.diagnostics();
-    let mut determining: Vec<String> = diagnostics.reason().map(ToString::to_string).collect();
+/// Fail closed: a request Cedar cannot be asked about is denied.
+fn unevaluable(error: String) -> Verdict {
+    Verdict {
+        outcome: Outcome::Deny,
+        policies: Vec::new(),
+        caps: Vec::new(),
+        reason: format!("the request could not be evaluated: {error}"),
+        approvals_required: 0,
+        errors: vec![error],
+    }
+}
+
+/// Reads the three outcomes from Cedar's two effects.
+fn cedar_verdict(policies: &CompiledPolicies, input: &EvalInput<'_>, part: CedarPart) -> Verdict {
+    if let Some(error) = part.failed {
+        return unevaluable(error);
+    }
     let position = |id: &String| policies.meta(id).map_or(usize::MAX, |m| m.position);
+    let denied = !part.forbids.is_empty();
+    let mut determining = if denied { part.forbids } else { part.permits };
     determining.sort_by_key(position);
-    let errors: Vec<String> = diagnostics.errors().map(ToString::to_string).collect();
-    if !errors.is_empty() {
-        // PROXY.md: a Cedar evaluation error is a denial, never an allow.
-        let mut failing: Vec<String> = diagnostics.errors().map(failing_policy).collect();
-        failing.sort_by_key(position);
+    if !part.errors.is_empty() {
+        // PROXY.md: a Cedar evaluation error is a denial, never an allow. Errors in policy
+        // order, so the reason does not depend on how the set was evaluated.
+        let mut errors = part.errors;
+        errors.sort_by(|a, b| {
+            position(&a.0)
+                .cmp(&position(&b.0))
+                .then_with(|| a.1.cmp(&b.1))
+        });
+        let mut failing: Vec<String> = errors.iter().map(|(id, _)| id.clone()).collect();
+        failing.dedup();
         failing.retain(|id| !determining.contains(id));
         determining.extend(failing);
+        let errors: Vec<String> = errors.into_iter().map(|(_, message)| message).collect();
         let reason = format!("policy evaluation failed: {}", errors.join("; "));
         return verdict(Outcome::Deny, determining, reason, 0, errors);
     }
-    match response.decision() {
-        Decision::Allow => verdict(Outcome::Allow, determining, String::new(), 0, errors),
-        Decision::Deny => denial(policies, input, determining),
+    if !denied && !determining.is_empty() {
+        verdict(Outcome::Allow, determining, String::new(), 0, Vec::new())
+    } else {
+        denial(policies, input, determining)
     }
 }
 

@@ -213,6 +213,16 @@ impl Guard {
         let body = self.read_body(session).await?;
         let facts = policies::classify(&method, &path, &body, &FormLimits::default())
             .map_err(|e| GuardError::Unparseable(e.to_string()))?;
+        // The policies that do not read `context` are evaluated here, on this worker thread,
+        // so the writer (the serial part) evaluates only the rest. A read transaction: no wait.
+        let prepared = match self.store.prepare_decision(&agent.agent, &facts) {
+            Ok(p) => p,
+            Err(e) => {
+                // The writer evaluates the whole set itself; nothing is lost but time.
+                tracing::warn!(error = %e, "could not prepare the decision");
+                None
+            }
+        };
         let req = DecisionRequest {
             org: agent.agent.org.clone(),
             agent: agent.agent.id.clone(),
@@ -222,6 +232,7 @@ impl Guard {
             body,
             facts,
             hold_expiry_secs: self.settings.hold_expiry_secs,
+            prepared,
         };
         let wait = prefer_wait(session).map(|w| w.min(self.settings.max_hold_wait_secs));
         let body = req.body.clone();

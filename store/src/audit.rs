@@ -108,7 +108,7 @@ pub(crate) fn append(
         "org": org, "seq": seq, "at": at, "actor": actor, "kind": kind, "data": data,
         "prev": head.hash,
     });
-    let canonical = serde_json_canonicalizer::to_vec(&event)
+    let canonical = crate::jcs::to_vec(&event)
         .map_err(|e| StoreError::Corrupt(format!("cannot canonicalize event: {e}")))?;
     let hash = hex::encode(Sha256::digest(&canonical));
     let bytes = with_hash_member(&canonical, &hash);
@@ -116,13 +116,13 @@ pub(crate) fn append(
     let mut events = txn.open_table(AUDIT)?;
     let key = audit_key(org, seq);
     // The chain never reuses a seq; a store edited behind the guard's back fails the write
-    // (and so the decision) instead of overwriting history.
-    if events.get(key.as_str())?.is_some() {
+    // (and so the decision) instead of overwriting history: the caller's transaction is then
+    // aborted, so the overwritten value is never committed.
+    if events.insert(key.as_str(), bytes.as_slice())?.is_some() {
         return Err(StoreError::Corrupt(format!(
             "audit seq {seq} of {org} is already used"
         )));
     }
-    events.insert(key.as_str(), bytes.as_slice())?;
     let new_head = AuditHead { seq, hash };
     put_json(&mut heads, org.as_str(), &new_head)?;
     drop(heads);
@@ -140,40 +140,93 @@ pub(crate) fn head(
     Ok(get_json(table, org.as_str())?.unwrap_or_else(AuditHead::empty))
 }
 
-/// The members verification needs, borrowed from the raw bytes (no tree is built).
-#[derive(Deserialize)]
-struct ChainLinks<'a> {
-    seq: u64,
-    #[serde(borrow)]
-    prev: &'a str,
-    #[serde(borrow)]
-    hash: &'a str,
-}
-
-/// Fast path: the guard stores events as JCS canonical JSON, so the canonical form without
-/// `hash` is the stored bytes minus `,"hash":"<hex>"` (keys are sorted: `hash` is the last
-/// member before `kind`; nothing after it can contain that text). Returns `None` when the bytes
-/// do not have that shape or the hash does not match, and the full check then decides.
+/// Fast path: the guard stores events as JCS canonical JSON, whose top-level members sort as
+/// actor, at, data, hash, kind, org, prev, seq. So the stored bytes end with
+/// `,"hash":"<64 hex>","kind":"…","org":"…","prev":"<64 hex>","seq":<n>}`, and the canonical
+/// form without `hash` is the stored bytes minus `,"hash":"<64 hex>"`. The links are read from
+/// that fixed tail (no JSON scan of the whole event), and the event counts as checked when the
+/// remaining bytes hash to its own `hash`. Returns `None` when the bytes do not have that shape
+/// or the hash does not match; the full check (parse, RFC 8785, hash) then decides.
+///
+/// Why this is as strong as the full check for tamper evidence: the hash covers every stored
+/// byte but the hash member itself, and each event's hash is the next one's `prev` up to the
+/// head, so a changed, removed, inserted or reordered event fails here exactly where it fails
+/// the full check. Bytes that were never canonical can only pass with a re-chained forgery,
+/// which neither check can see without an outside head (AUDIT.md; docs/DECISIONS.md).
 fn check_event_fast(raw: &[u8], expected_seq: u64, prev: &str) -> Option<String> {
-    let (seq, p, hash) = fast_link(raw)?;
-    (seq == expected_seq && p == prev).then_some(hash)
+    let link = fast_link(raw)?;
+    (link.seq == expected_seq && link.prev.as_slice() == prev.as_bytes())
+        .then(|| hex_text(&link.hash))
 }
 
-/// (seq, prev, hash) when the stored bytes hash to the event's own `hash` (one parse).
-fn fast_link(raw: &[u8]) -> Option<(u64, &str, String)> {
-    let links: ChainLinks<'_> = serde_json::from_slice(raw).ok()?;
-    if links.hash.len() != 64 {
+/// The chain links of one stored event (lower-case hex, as stored).
+struct FastLink {
+    seq: u64,
+    prev: [u8; HEX_LEN],
+    hash: [u8; HEX_LEN],
+}
+
+/// Lower-case hex digits (checked by `fast_link`) as text.
+fn hex_text(hex: &[u8; HEX_LEN]) -> String {
+    hex.iter().map(|&b| b as char).collect()
+}
+
+const HEX_LEN: usize = 64;
+const HASH_MEMBER: &[u8] = b",\"hash\":\"";
+const KIND_MEMBER: &[u8] = b"\",\"kind\":\"";
+const PREV_MEMBER: &[u8] = b",\"prev\":\"";
+const SEQ_MEMBER: &[u8] = b"\",\"seq\":";
+
+fn is_lower_hex(b: &[u8]) -> bool {
+    b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// (seq, prev, hash) from the canonical tail, when the stored bytes hash to the event's own
+/// `hash`; `None` for anything else.
+fn fast_link(raw: &[u8]) -> Option<FastLink> {
+    if !raw.starts_with(b"{\"actor\":") {
         return None;
     }
-    let needle = format!(",\"hash\":\"{}\"", links.hash);
-    let pos = raw
-        .windows(needle.len())
-        .rposition(|w| w == needle.as_bytes())?;
+    let body = raw.strip_suffix(b"}")?;
+    // `…","seq":<digits>` (canonical integers: no sign, no leading zero).
+    let digits_at = body.iter().rposition(|c| !c.is_ascii_digit())? + 1;
+    let digits = &body[digits_at..];
+    if digits.is_empty() || digits.len() > 19 || (digits.len() > 1 && digits[0] == b'0') {
+        return None;
+    }
+    let seq: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    let before_seq = body[..digits_at].strip_suffix(SEQ_MEMBER)?;
+    // `,"prev":"<64 hex>` right before it.
+    let prev_at = before_seq.len().checked_sub(HEX_LEN)?;
+    let prev = &before_seq[prev_at..];
+    if !is_lower_hex(prev) {
+        return None;
+    }
+    let before_prev = before_seq[..prev_at].strip_suffix(PREV_MEMBER)?;
+    // The top-level `kind` is the last `","kind":"` (the org id, prev and seq cannot hold it;
+    // inside `data` it can only come earlier), and `hash` is the member right before it.
+    let kind_at = before_prev
+        .windows(KIND_MEMBER.len())
+        .rposition(|w| w == KIND_MEMBER)?;
+    let hash_at = kind_at.checked_sub(HEX_LEN)?;
+    let stated = &raw[hash_at..kind_at];
+    if !is_lower_hex(stated) {
+        return None;
+    }
+    let member_at = hash_at.checked_sub(HASH_MEMBER.len())?;
+    if &raw[member_at..hash_at] != HASH_MEMBER {
+        return None;
+    }
     let mut h = Sha256::new();
-    h.update(&raw[..pos]);
-    h.update(&raw[pos + needle.len()..]);
-    let actual = hex::encode(h.finalize());
-    (actual == links.hash).then_some((links.seq, links.prev, actual))
+    h.update(&raw[..member_at]);
+    h.update(&raw[kind_at + 1..]); // from `,"kind":`, past the hash's closing quote
+    let mut actual = [0u8; 64];
+    hex::encode_to_slice(h.finalize(), &mut actual).ok()?;
+    (actual.as_slice() == stated).then(|| FastLink {
+        seq,
+        prev: prev.try_into().unwrap_or([0; HEX_LEN]), // 64 bytes: checked above
+        hash: actual,
+    })
 }
 
 /// Events checked per parallel batch during verification (bounds memory).
@@ -181,14 +234,10 @@ const VERIFY_BATCH: usize = 16_384;
 /// Threads used to check event hashes.
 const VERIFY_THREADS_MAX: usize = 8;
 
-/// (seq, prev, hash) of an event whose stored bytes hash to its own `hash`, via the fast path.
-fn self_link(raw: &[u8]) -> Option<(u64, String, String)> {
-    fast_link(raw).map(|(seq, prev, hash)| (seq, prev.to_string(), hash))
-}
-
-fn self_links_parallel(batch: &[Vec<u8>], threads: usize) -> Vec<Option<(u64, String, String)>> {
+/// The fast-path links of every event of a batch, in order (`None`: take the full check).
+fn self_links_parallel(batch: &[Vec<u8>], threads: usize) -> Vec<Option<FastLink>> {
     if threads <= 1 || batch.len() < 1024 {
-        return batch.iter().map(|r| self_link(r)).collect();
+        return batch.iter().map(|r| fast_link(r)).collect();
     }
     let chunk = batch.len().div_ceil(threads);
     std::thread::scope(|scope| {
@@ -197,7 +246,7 @@ fn self_links_parallel(batch: &[Vec<u8>], threads: usize) -> Vec<Option<(u64, St
             .map(|part| {
                 (
                     part.len(),
-                    scope.spawn(move || part.iter().map(|r| self_link(r)).collect::<Vec<_>>()),
+                    scope.spawn(move || part.iter().map(|r| fast_link(r)).collect::<Vec<_>>()),
                 )
             })
             .collect();
@@ -205,7 +254,10 @@ fn self_links_parallel(batch: &[Vec<u8>], threads: usize) -> Vec<Option<(u64, St
         // check: the result always has exactly one entry per event.
         handles
             .into_iter()
-            .flat_map(|(n, h)| h.join().unwrap_or_else(|_| vec![None; n]))
+            .flat_map(|(n, h)| {
+                h.join()
+                    .unwrap_or_else(|_| std::iter::repeat_with(|| None).take(n).collect())
+            })
             .collect()
     })
 }
@@ -247,6 +299,44 @@ fn check_event_canonical(
     Ok(actual)
 }
 
+/// A batch of raw events and their fast-path links.
+type Checked = (Vec<Vec<u8>>, Vec<Option<FastLink>>);
+
+/// Where the walk along the chain is: the last verified event.
+struct Walk {
+    prev: String,
+    seq: u64,
+}
+
+impl Walk {
+    /// Follow the links of one batch in order; the report of the first event that fails.
+    fn walk(&mut self, batch: &[Vec<u8>], links: Vec<Option<FastLink>>) -> Option<VerifyReport> {
+        for (raw, link) in batch.iter().zip(links) {
+            let expected = self.seq + 1;
+            let verdict = match link {
+                Some(l) if l.seq == expected && l.prev.as_slice() == self.prev.as_bytes() => {
+                    Ok(hex_text(&l.hash))
+                }
+                _ => check_event_canonical(raw, expected, &self.prev),
+            };
+            match verdict {
+                Ok(hash) => {
+                    self.prev = hash;
+                    self.seq = expected;
+                }
+                Err(reason) => {
+                    return Some(VerifyReport::Broken {
+                        ok: false,
+                        first_bad_seq: expected,
+                        reason,
+                    });
+                }
+            }
+        }
+        None
+    }
+}
+
 /// Verify a sequence of raw events (in stored order) and the stored head.
 pub(crate) fn verify_events(
     events: impl Iterator<Item = Result<Vec<u8>>>,
@@ -255,39 +345,45 @@ pub(crate) fn verify_events(
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, VERIFY_THREADS_MAX);
-    let mut prev = GENESIS.to_string();
-    let mut seq = 0u64;
-    let mut events = events.peekable();
-    let mut batch: Vec<Vec<u8>> = Vec::with_capacity(VERIFY_BATCH);
-    while events.peek().is_some() {
-        batch.clear();
-        for raw in events.by_ref().take(VERIFY_BATCH) {
-            batch.push(raw?);
-        }
-        // Each event's own hash is independent of the others: check those in parallel, then
-        // walk the links in order. Anything the fast path cannot vouch for is re-checked in full.
-        let links = self_links_parallel(&batch, threads);
-        for (raw, link) in batch.iter().zip(links) {
-            let expected = seq + 1;
-            let verdict = match link {
-                Some((s, p, h)) if s == expected && p == prev => Ok(h),
-                _ => check_event_canonical(raw, expected, &prev),
-            };
-            match verdict {
-                Ok(hash) => {
-                    prev = hash;
-                    seq = expected;
-                }
-                Err(reason) => {
-                    return Ok(VerifyReport::Broken {
-                        ok: false,
-                        first_bad_seq: expected,
-                        reason,
-                    });
+    let mut chain = Walk {
+        prev: GENESIS.to_string(),
+        seq: 0,
+    };
+    // Reading events out of redb is serial; checking each event's own hash is not. So the next
+    // batch is read while the previous one is checked on other threads, then the links are
+    // walked in order. Anything the fast path cannot vouch for is re-checked in full.
+    let mut events = events;
+    let broken = std::thread::scope(|scope| -> Result<Option<VerifyReport>> {
+        let mut in_flight = None;
+        loop {
+            let mut batch: Vec<Vec<u8>> = Vec::with_capacity(VERIFY_BATCH);
+            for raw in events.by_ref().take(VERIFY_BATCH) {
+                batch.push(raw?);
+            }
+            if let Some(handle) = in_flight.take() {
+                let joined: std::thread::Result<Checked> =
+                    std::thread::ScopedJoinHandle::join(handle);
+                let (checked, links) = match joined {
+                    Ok(done) => done,
+                    Err(_) => return Err(StoreError::Db("an audit check thread failed".into())),
+                };
+                if let Some(report) = chain.walk(&checked, links) {
+                    return Ok(Some(report));
                 }
             }
+            if batch.is_empty() {
+                return Ok(None);
+            }
+            in_flight = Some(scope.spawn(move || {
+                let links = self_links_parallel(&batch, threads);
+                (batch, links)
+            }));
         }
+    })?;
+    if let Some(report) = broken {
+        return Ok(report);
     }
+    let Walk { prev, seq } = chain;
     let head = AuditHead { seq, hash: prev };
     if let Some(stored) = stored_head
         && *stored != head
@@ -366,6 +462,41 @@ mod tests {
     }
 
     #[test]
+    fn fast_path_reads_the_top_level_links_not_look_alikes_in_data() {
+        // `data` holding members named like the links must not fool the tail parse.
+        let ev = json!({"org": "org_a", "seq": 7, "at": "x", "actor": {"type": "system", "id": "t"},
+            "kind": "decision", "prev": GENESIS,
+            "data": {"hash": "f".repeat(64), "kind": "\",\"kind\":\"", "prev": "e".repeat(64), "seq": 1}});
+        let hash = event_hash(&ev).unwrap();
+        let raw = with_hash_member(&serde_json_canonicalizer::to_vec(&ev).unwrap(), &hash);
+        assert_eq!(check_event_fast(&raw, 7, GENESIS), Some(hash.clone()));
+        assert_eq!(check_event_canonical(&raw, 7, GENESIS), Ok(hash));
+        assert_eq!(check_event_fast(&raw, 1, GENESIS), None);
+        assert_eq!(check_event_fast(&raw, 7, &"e".repeat(64)), None);
+    }
+
+    #[test]
+    fn fast_path_refuses_every_single_byte_change() {
+        let raw = chain(1).remove(0);
+        assert!(check_event_fast(&raw, 1, GENESIS).is_some());
+        for i in 0..raw.len() {
+            let mut bad = raw.clone();
+            bad[i] ^= 0x01;
+            assert!(
+                check_event_fast(&bad, 1, GENESIS).is_none(),
+                "byte {i} changed"
+            );
+            assert!(check_event(&bad, 1, GENESIS).is_err(), "byte {i} changed");
+        }
+        for cut in 0..raw.len() {
+            assert!(
+                check_event(&raw[..cut], 1, GENESIS).is_err(),
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
     fn appended_bytes_are_canonical() {
         let ev = json!({"org": "org_a", "seq": 1, "at": "x", "actor": {"type": "system", "id": "t"},
             "kind": "decision", "data": {"kind": ",\"kind\":", "z": [1, 2]}, "prev": GENESIS});
@@ -376,6 +507,28 @@ mod tests {
         assert_eq!(
             with_hash_member(&canonical, &hash),
             serde_json_canonicalizer::to_vec(&full).unwrap()
+        );
+    }
+
+    #[test]
+    fn chains_longer_than_a_batch_verify_and_name_the_first_bad_event() {
+        let n = (VERIFY_BATCH * 2 + 100) as u64;
+        let mut evs = chain(n);
+        let r = verify(&evs);
+        assert!(
+            matches!(r, VerifyReport::Ok { events, .. } if events == n),
+            "{r:?}"
+        );
+        // One event in the second batch and one in the third changed: the first is named.
+        let bad = VERIFY_BATCH + 7;
+        for i in [bad, VERIFY_BATCH * 2 + 50] {
+            let pos = evs[i].len() / 2;
+            evs[i][pos] ^= 0x01;
+        }
+        let r = verify(&evs);
+        assert!(
+            matches!(r, VerifyReport::Broken { first_bad_seq, .. } if first_bad_seq == bad as u64 + 1),
+            "{r:?}"
         );
     }
 

@@ -36,6 +36,9 @@ pub struct DecisionRequest {
     pub facts: RequestFacts,
     /// Seconds an undecided hold waits before expiring.
     pub hold_expiry_secs: i64,
+    /// The part of the verdict prepared outside the transaction ([`Store::prepare_decision`]);
+    /// used only when it still fits the organization's active set, the agent and the rail mode.
+    pub prepared: Option<policies::Prepared>,
 }
 
 /// What the proxy must do.
@@ -98,19 +101,36 @@ pub(crate) fn load_intent(
 }
 
 pub(crate) fn save_intent(txn: &redb::WriteTransaction, intent: &Intent) -> Result<()> {
-    put_json(
-        &mut txn.open_table(INTENTS)?,
-        &intent_key(&intent.org, &intent.id),
-        intent,
-    )?;
-    // Status indexes, so recovery, the executor and the expiry worker never scan every intent.
+    write_intent(txn, intent, false)
+}
+
+/// Store a just-created intent: it cannot be in a status index yet. Refuses an id in use.
+pub(crate) fn insert_new_intent(txn: &redb::WriteTransaction, intent: &Intent) -> Result<()> {
+    write_intent(txn, intent, true)
+}
+
+fn write_intent(txn: &redb::WriteTransaction, intent: &Intent, new: bool) -> Result<()> {
     let key = intent_key(&intent.org, &intent.id);
+    let bytes = serde_json::to_vec(intent)?;
+    let previous = txn
+        .open_table(INTENTS)?
+        .insert(key.as_str(), bytes.as_slice())?
+        .is_some();
+    if new && previous {
+        return Err(StoreError::Corrupt(format!(
+            "intent id {} is already used",
+            intent.id
+        )));
+    }
+    // Status indexes, so recovery, the executor and the expiry worker never scan every intent.
     let mut in_flight = txn.open_table(IN_FLIGHT)?;
     let mut pending = txn.open_table(PENDING)?;
     let mut approved = txn.open_table(APPROVED)?;
-    in_flight.remove(key.as_str())?;
-    pending.remove(key.as_str())?;
-    approved.remove(key.as_str())?;
+    if !new {
+        in_flight.remove(key.as_str())?;
+        pending.remove(key.as_str())?;
+        approved.remove(key.as_str())?;
+    }
     match intent.status {
         IntentStatus::Forwarding => {
             in_flight.insert(key.as_str(), [].as_slice())?;
@@ -160,7 +180,7 @@ impl Store {
         let Some((rail_key, livemode)) = self.rail_key_in(txn, &req.org)? else {
             return Ok(Decision::RailNotConfigured);
         };
-        let verdict = self.evaluate_in(txn, &org, &agent, &req.facts, livemode, clock)?;
+        let verdict = self.evaluate_in(txn, &org, &agent, req, livemode, clock)?;
         let intent = new_intent(req, digest, &verdict, clock);
         let intent = self.record_decision_in(txn, intent, &verdict, clock)?;
         put_json(
@@ -221,10 +241,11 @@ impl Store {
         txn: &redb::WriteTransaction,
         org: &crate::model::Org,
         agent: &Agent,
-        facts: &RequestFacts,
+        req: &DecisionRequest,
         livemode: bool,
         clock: &Clock,
     ) -> Result<Verdict> {
+        let facts = &req.facts;
         let policy_set = self.active_policies(|| Ok(txn.open_table(POLICY_VERSIONS)?), org)?;
         let caps: Vec<policies::Cap> = scan_json(&txn.open_table(CAPS)?, &format!("{}|", org.id))?;
         let spend_t = txn.open_table(SPEND)?;
@@ -232,18 +253,41 @@ impl Store {
         drop(spend_t);
         let requests_last_minute = spend::count_request(txn, &org.id, &agent.id, clock.unix)?;
         let input = EvalInput {
-            org_id: org.id.as_str(),
-            agent_id: agent.id.as_str(),
-            agent_name: &agent.name,
-            agent_tags: &agent.tags,
-            facts,
-            livemode,
             spend: money.agent,
             org_spend: money.org,
             now_unix: clock.unix,
             requests_last_minute,
+            ..static_input(&org.id, agent, facts, livemode)
         };
-        Ok(policies::evaluate(&policy_set, &input, &money.caps))
+        // Only the policies that read `context` are evaluated here when the preparation fits.
+        Ok(policies::evaluate_prepared(
+            &policy_set,
+            req.prepared.as_ref(),
+            &input,
+            &money.caps,
+        ))
+    }
+
+    /// Prepare a decision outside the writer (read transaction, no wait): the Cedar entities
+    /// and the verdict of the policies that do not read `context`. The decision transaction
+    /// checks that it still fits (same compiled set, agent, request and rail mode) and
+    /// evaluates everything itself when it does not, so a stale preparation costs time, never
+    /// correctness. `None` when there is nothing to prepare (no organization or agent).
+    pub fn prepare_decision(
+        &self,
+        agent: &Agent,
+        facts: &RequestFacts,
+    ) -> Result<Option<policies::Prepared>> {
+        let r = self.read()?;
+        let Some(org): Option<crate::model::Org> =
+            get_json(&r.open_table(ORGS)?, agent.org.as_str())?
+        else {
+            return Ok(None);
+        };
+        let livemode = self.rail_mode_from(&r.open_table(RAIL_KEYS)?, &org.id)? == Some(true);
+        let policy_set = self.active_policies(|| Ok(r.open_table(POLICY_VERSIONS)?), &org)?;
+        let input = static_input(&org.id, agent, facts, livemode);
+        Ok(Some(policies::prepare(&policy_set, &input)))
     }
 
     /// Reserve (allow), write the intent and its `decision` event.
@@ -257,7 +301,7 @@ impl Store {
         if verdict.outcome == Outcome::Allow {
             intent.reservation = reserve_in(txn, &intent, clock)?;
         }
-        save_intent(txn, &intent)?;
+        insert_new_intent(txn, &intent)?;
         let data = json!({
             "intent": intent.id, "agent": intent.agent, "operation": intent.operation,
             "method": intent.method, "path": intent.path, "amount": intent.amount,
@@ -293,17 +337,10 @@ impl Store {
         let rail = self.rail_key_from(&r.open_table(RAIL_KEYS)?, org_id)?;
         let policy_set = self.active_policies(|| Ok(r.open_table(POLICY_VERSIONS)?), &org)?;
         let clock = now();
+        let livemode = rail.as_ref().is_some_and(|(_, live)| *live);
         let input = EvalInput {
-            org_id: org.id.as_str(),
-            agent_id: agent.id.as_str(),
-            agent_name: &agent.name,
-            agent_tags: &agent.tags,
-            facts,
-            livemode: rail.as_ref().is_some_and(|(_, live)| *live),
-            spend: SpendContext::default(),
-            org_spend: SpendContext::default(),
             now_unix: clock.unix,
-            requests_last_minute: 0,
+            ..static_input(&org.id, &agent, facts, livemode)
         };
         let verdict = policies::evaluate(&policy_set, &input, &[]);
         Ok((verdict, rail.map(|(k, _)| k)))
@@ -353,8 +390,30 @@ impl Store {
     }
 }
 
+/// The inputs of a verdict that do not change within a decision: who asks, for what, in which
+/// mode. Spend, time and rate start empty; callers that evaluate `context` fill them in.
+fn static_input<'a>(
+    org: &'a OrgId,
+    agent: &'a Agent,
+    facts: &'a RequestFacts,
+    livemode: bool,
+) -> EvalInput<'a> {
+    EvalInput {
+        org_id: org.as_str(),
+        agent_id: agent.id.as_str(),
+        agent_name: &agent.name,
+        agent_tags: &agent.tags,
+        facts,
+        livemode,
+        spend: SpendContext::default(),
+        org_spend: SpendContext::default(),
+        now_unix: 0,
+        requests_last_minute: 0,
+    }
+}
+
 fn new_intent(req: &DecisionRequest, digest: String, verdict: &Verdict, clock: &Clock) -> Intent {
-    let id = IntentId::generate();
+    let id = IntentId::generate_time_ordered();
     let status = match verdict.outcome {
         Outcome::Allow => IntentStatus::Forwarding,
         Outcome::Hold => IntentStatus::PendingApproval,
@@ -424,7 +483,8 @@ pub(crate) fn reserve_in(
     spend::add(txn, &counters, amount)?;
     Ok(Some(Reservation {
         amount,
-        counters,
+        window_unix: clock.unix,
+        legacy_counters: Vec::new(),
         released: false,
     }))
 }
@@ -492,10 +552,23 @@ pub(crate) fn settle_in(
 }
 
 fn release_in(txn: &redb::WriteTransaction, intent: &mut Intent) -> Result<()> {
+    let currency = intent.currency.clone().unwrap_or_default();
     if let Some(r) = intent.reservation.as_mut()
         && !r.released
     {
-        spend::add(txn, &r.counters, -r.amount)?;
+        // The same keys `reserve_in` added to: same intent fields, same window time.
+        let counters = if r.legacy_counters.is_empty() {
+            spend::counters_for(
+                &intent.org,
+                &intent.agent,
+                &currency,
+                &intent.operation,
+                r.window_unix,
+            )
+        } else {
+            r.legacy_counters.clone()
+        };
+        spend::add(txn, &counters, -r.amount)?;
         r.released = true;
     }
     Ok(())
@@ -536,16 +609,10 @@ impl Store {
             .rail_key_from(&r.open_table(RAIL_KEYS)?, org_id)?
             .is_some_and(|(_, l)| l);
         let input = EvalInput {
-            org_id: org.id.as_str(),
-            agent_id: agent.id.as_str(),
-            agent_name: &agent.name,
-            agent_tags: &agent.tags,
-            facts,
-            livemode,
             spend: money.agent,
             org_spend: money.org,
             now_unix: clock.unix,
-            requests_last_minute: 0,
+            ..static_input(&org.id, &agent, facts, livemode)
         };
         Ok(policies::evaluate(&policy_set, &input, &money.caps))
     }

@@ -14,6 +14,7 @@ mod error;
 mod events;
 mod humans;
 mod ids;
+mod jcs;
 mod metrics;
 mod model;
 mod org_admin;

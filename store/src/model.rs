@@ -224,13 +224,20 @@ pub struct Approval {
     pub at: String,
 }
 
-/// The amount reserved against caps, and the spend counters it was added to.
+/// The amount reserved against caps. The spend counters it was added to follow from the
+/// intent (organization, agent, currency, operation) and `window_unix`, so they are derived
+/// again on release rather than stored (eight long keys per intent were half its record).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reservation {
     /// Minor units.
     pub amount: i64,
-    /// Spend counter keys incremented by `amount`.
-    pub counters: Vec<String>,
+    /// Unix seconds whose daily, weekly, monthly and all-time windows `amount` was added to.
+    #[serde(default)]
+    pub window_unix: i64,
+    /// The counter keys themselves, as records written before `window_unix` stored them; empty
+    /// (and not written) for new records. Release uses them when present.
+    #[serde(rename = "counters", default, skip_serializing_if = "Vec::is_empty")]
+    pub legacy_counters: Vec<String>,
     /// True once released (failed upstream): counters were decremented.
     pub released: bool,
 }
@@ -356,5 +363,28 @@ mod tests {
         assert!(Succeeded.transition(Forwarding).is_err());
         assert!(PendingApproval.transition(Forwarding).is_err());
         assert!(Expired.transition(Approved).is_err());
+    }
+
+    #[test]
+    fn reservations_store_their_window_and_still_read_the_old_counter_list() {
+        let new = super::Reservation {
+            amount: 5,
+            window_unix: 1_700_000_000,
+            legacy_counters: Vec::new(),
+            released: false,
+        };
+        let text = serde_json::to_string(&new).unwrap();
+        assert_eq!(
+            text,
+            r#"{"amount":5,"window_unix":1700000000,"released":false}"#
+        );
+        let old: super::Reservation = serde_json::from_str(
+            r#"{"amount":5,"counters":["org_a|org|usd|daily|0|x"],"released":false}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            old.legacy_counters,
+            vec!["org_a|org|usd|daily|0|x".to_string()]
+        );
     }
 }

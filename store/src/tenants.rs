@@ -510,6 +510,16 @@ impl Store {
         Ok(Some((key, rk.mode == "live")))
     }
 
+    /// Whether the organization's rail key is a live one (`None`: no key), without decrypting it.
+    pub(crate) fn rail_mode_from(
+        &self,
+        t: &impl ReadableTable<&'static str, &'static [u8]>,
+        org: &OrgId,
+    ) -> Result<Option<bool>> {
+        let rk: Option<RailKey> = get_json(t, org.as_str())?;
+        Ok(rk.map(|rk| rk.mode == "live"))
+    }
+
     /// The decrypted rail key (for the executor).
     pub fn rail_key(&self, org: &OrgId) -> Result<Option<String>> {
         let r = self.read()?;

@@ -24,6 +24,10 @@ use store::{
     UpstreamOutcome, WriterLimits,
 };
 
+/// The guard's allocator, so the fill measures what the guard does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Audit-chain verification benchmark.
 #[derive(Debug, Parser)]
 #[command(name = "pg-audit-bench")]
@@ -84,13 +88,16 @@ fn prepare(
 /// One simulated payment through the group-commit writer: decide (allow) and settle (200).
 /// Two audit events.
 async fn payment(
+    store: &Store,
     committer: &Committer,
-    org: &OrgId,
-    agent: &store::AgentId,
+    agent: &store::Agent,
     n: u64,
 ) -> anyhow::Result<()> {
+    let (org, agent_record, agent) = (&agent.org, agent, &agent.id);
     let facts = policies::classify("POST", PATH, BODY, &FormLimits::default())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // As the proxy does: the policies that do not read `context` outside the writer.
+    let prepared = store.prepare_decision(agent_record, &facts)?;
     let req = DecisionRequest {
         org: org.clone(),
         agent: agent.clone(),
@@ -100,6 +107,7 @@ async fn payment(
         body: BODY.to_vec(),
         facts,
         hold_expiry_secs: 86_400,
+        prepared,
     };
     let Decision::Forward { intent, .. } = committer.decide(req).await? else {
         bail!("the bench payment was not allowed: check the policies and caps");
@@ -136,21 +144,28 @@ fn fill(
     let first_seq = store.audit_head(org)?.seq;
     let payments_wanted = target.saturating_sub(first_seq).div_ceil(2);
     let committer = Committer::start(store.clone(), WriterLimits::default());
+    let agent = store
+        .agent(org, agent)?
+        .context("the bench agent is missing")?;
     let next = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + budget;
     let runtime = tokio::runtime::Builder::new_current_thread().build()?;
     runtime.block_on(async {
         let mut workers = tokio::task::JoinSet::new();
         for _ in 0..FILL_CONCURRENCY {
-            let (committer, org, agent, next) =
-                (committer.clone(), org.clone(), agent.clone(), next.clone());
+            let (store, committer, agent, next) = (
+                store.clone(),
+                committer.clone(),
+                agent.clone(),
+                next.clone(),
+            );
             workers.spawn(async move {
                 loop {
                     let n = next.fetch_add(1, Ordering::Relaxed);
                     if n >= payments_wanted || Instant::now() >= deadline {
                         return anyhow::Ok(());
                     }
-                    payment(&committer, &org, &agent, n).await?;
+                    payment(&store, &committer, &agent, n).await?;
                     if n > 0 && n % (payments_wanted / 20).max(1) == 0 {
                         eprintln!("pg-audit-bench: {} payments", n);
                     }

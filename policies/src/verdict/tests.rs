@@ -332,3 +332,133 @@ fn throughput() {
     let per = started.elapsed() / rounds;
     println!("evaluate: {per:?} per request");
 }
+
+/// A set with policies that fail at evaluation time (integer overflow), with and without
+/// `context`, next to ordinary ones.
+const OVERFLOWING: &str = r#"
+@id("permit-all")
+permit (principal, action, resource);
+
+@id("overflow-on-amount")
+forbid (principal, action in Action::"move_money", resource)
+when { resource.amount * 4611686018427387904 > 0 };
+
+@id("overflow-on-spend")
+forbid (principal, action in Action::"move_money", resource)
+when { context.spend.day * 4611686018427387904 > 0 };
+
+@id("night-hold")
+@hold("night")
+forbid (principal, action in Action::"move_money", resource)
+when { context.now.hour >= 22 };
+"#;
+
+#[test]
+fn prepared_evaluation_gives_the_same_verdict_as_the_whole_set() {
+    let texts = [
+        DEFAULT_POLICY_TEXT,
+        SPEC_EXAMPLE,
+        include_str!("../../../bench/policies.cedar"),
+        OVERFLOWING,
+    ];
+    let requests = [
+        pay(5000, "usd"),
+        pay(0, "usd"),
+        pay(1, "eur"),
+        pay(90_000, "eur"),
+        pay(2_000_000, "gbp"),
+        pay(700, "jpy"),
+        facts("POST", "/v1/payouts", "amount=500&currency=usd"),
+        facts(
+            "POST",
+            "/v1/refunds",
+            "amount=30000&currency=usd&payment_intent=pi_1",
+        ),
+        facts("POST", "/v1/transfers", "amount=100&currency=usd"),
+        facts("POST", "/v1/checkout/sessions", CHECKOUT),
+        facts("GET", "/v1/balance", ""),
+        facts("DELETE", "/v1/customers/cus_1", ""),
+        facts(
+            "POST",
+            "/v1/payment_intents",
+            "amount=100&currency=usd&metadata[category]=gambling&metadata[env]=prod",
+        ),
+    ];
+    let tag_sets: [Vec<String>; 3] = [vec![], vec!["shop".into()], vec!["read-only".into()]];
+    // Wednesday afternoon, Wednesday 23:00, Sunday noon (UTC).
+    let times = [WEDNESDAY_AFTERNOON, 1_710_370_800, 1_710_590_400];
+    let spends = [0, 150_000, 1_000_000_000_000];
+    let mut compared = 0;
+    let mut seen = std::collections::BTreeSet::new();
+    for text in texts {
+        let policies = compile(text).unwrap_or_else(|d| panic!("{d:?}"));
+        for facts in &requests {
+            for tags in &tag_sets {
+                for livemode in [false, true] {
+                    let mut base = input(facts, tags);
+                    base.livemode = livemode;
+                    let prepared = prepare(&policies, &base);
+                    for now_unix in times {
+                        for spend in spends {
+                            let mut i = base;
+                            i.now_unix = now_unix;
+                            i.spend.day = spend;
+                            i.spend.month = spend;
+                            i.org_spend.week = spend;
+                            i.requests_last_minute = spend / 1000;
+                            let whole = evaluate(&policies, &i, &[]);
+                            let split = evaluate_prepared(&policies, Some(&prepared), &i, &[]);
+                            assert_eq!(whole, split, "{text:.40} {facts:?} {tags:?} {i:?}");
+                            compared += 1;
+                            seen.insert((whole.outcome, !whole.errors.is_empty()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(compared, 4 * 13 * 3 * 2 * 3 * 3);
+    // Every outcome came up, and evaluation errors too.
+    for expected in [
+        (Outcome::Allow, false),
+        (Outcome::Hold, false),
+        (Outcome::Deny, false),
+        (Outcome::Deny, true),
+    ] {
+        assert!(
+            seen.contains(&expected),
+            "{expected:?} never came up: {seen:?}"
+        );
+    }
+}
+
+#[test]
+fn a_preparation_for_other_inputs_or_another_set_is_not_used() {
+    let bench = compile(include_str!("../../../bench/policies.cedar")).unwrap();
+    assert_eq!(
+        bench.stateful_count(),
+        4,
+        "spend, rate and the two time-of-day policies"
+    );
+    let shop = vec!["shop".to_string()];
+    let checkout = facts("POST", "/v1/checkout/sessions", CHECKOUT);
+    // Prepared for an agent tagged "shop"; the agent's tags changed before the transaction.
+    let prepared = prepare(&bench, &input(&checkout, &shop));
+    let now = input(&checkout, &[]);
+    let v = evaluate_prepared(&bench, Some(&prepared), &now, &[]);
+    assert_eq!(v, evaluate(&bench, &now, &[]));
+    assert_eq!(v.outcome, Outcome::Deny);
+    assert_eq!(v.policies, vec!["checkout-only-for-shop-agents"]);
+    // Other request facts.
+    let small = pay(100, "usd");
+    let prepared = prepare(&bench, &input(&pay(100, "xxx"), &[]));
+    let v = evaluate_prepared(&bench, Some(&prepared), &input(&small, &[]), &[]);
+    assert_eq!(v.outcome, Outcome::Allow);
+    // Another compilation of the same text is another set: not used either.
+    let again = compile(include_str!("../../../bench/policies.cedar")).unwrap();
+    let prepared = prepare(&again, &input(&checkout, &shop));
+    let v = evaluate_prepared(&bench, Some(&prepared), &now, &[]);
+    assert_eq!(v.policies, vec!["checkout-only-for-shop-agents"]);
+}
+
+const CHECKOUT: &str = "line_items[0][price_data][unit_amount]=1500&line_items[0][price_data][currency]=usd&line_items[0][quantity]=2";
