@@ -207,6 +207,17 @@ guard_cpu() {
 }
 CLK_TCK=$(getconf CLK_TCK)
 CPU_NOTE=""
+IO_ROWS=""
+
+# "<bytes the guard wrote to disk> <store commits> <store jobs>" so far (/proc io, /metrics).
+guard_io() {
+  local bytes commits jobs metrics
+  bytes=$(awk '/^write_bytes:/ { print $2 }' "/proc/$GUARD_PID/io" 2>/dev/null || echo 0)
+  metrics=$(curl -sf --max-time 2 "http://127.0.0.1:$ADMIN_PORT/metrics" 2>/dev/null || true)
+  commits=$(awk '/^guard_store_commits_total / { print $2 }' <<<"$metrics")
+  jobs=$(awk '/^guard_store_jobs_total / { print $2 }' <<<"$metrics")
+  echo "${bytes:-0} ${commits:-0} ${jobs:-0}"
+}
 
 # leg NAME PORT AMOUNT EXPECT [cpu]: closed loop, then open loop; one JSON line each in
 # $WORK/NAME.*.json. With "cpu", the guard's CPU use over the closed loop goes to CPU_NOTE.
@@ -217,7 +228,16 @@ leg() {
     --connections "$CONNS" --expect-status "$expect" --label "$name")
   log "leg $name: closed loop, $CONNS connections, ${DURATION}s after ${WARMUP}s warm-up"
   if [[ -n $cpu ]]; then c0=$(guard_cpu) t0=$(date +%s%N); fi
+  local io0="" io1
+  if [[ $port == "$GUARD_PORT" ]]; then io0=$(guard_io); fi
   "$BIN/pg-load" "${common[@]}" --mode closed --warmup-secs "$WARMUP" --duration-secs "$DURATION" >"$WORK/$name.closed.json"
+  if [[ -n $io0 ]]; then
+    io1=$(guard_io)
+    # Bytes written per group commit and per writer job (a decision or a settlement).
+    IO_ROWS+=$(LC_ALL=C awk -v a="$io0" -v b="$io1" -v n="$name" 'BEGIN {
+      split(a, x, " "); split(b, y, " "); w = y[1] - x[1]; c = y[2] - x[2]; j = y[3] - x[3]
+      if (c > 0 && j > 0) printf "| `%s` closed loop | %.1f | %.1f | %.1f | %.0f |\n", n, j / c, w / c / 1024, w / j / 1024, w / 1048576 }')$'\n'
+  fi
   if [[ -n $cpu ]]; then
     c1=$(guard_cpu) t1=$(date +%s%N)
     CPU_NOTE=$(LC_ALL=C awk -v a="$c0" -v b="$c1" -v ns=$((t1 - t0)) -v hz="$CLK_TCK" 'BEGIN {
@@ -419,6 +439,12 @@ fi
   echo "| store bytes per decision | $(fmt_int "$ALLOC_PER_DECISION") B allocated on disk → **$(calc "$ALLOC_PER_DECISION * 1000000 / 1073741824" | xargs printf '%.2f') GiB per 1M decisions** (file length, which includes redb's preallocated sparse space: $(fmt_int "$BYTES_PER_DECISION") B → $(calc "$BYTES_PER_DECISION * 1000000 / 1073741824" | xargs printf '%.2f') GiB) |"
   echo "| guard's audit chain after the run | \`$GUARD_VERIFY\` |"
   echo
+  echo "### Disk writes of the group commit (guard's \`/proc/PID/io\` write_bytes, \`/metrics\` counters)"
+  echo
+  echo "| during | jobs per commit | KiB written per commit | KiB written per job | MiB written |"
+  echo "|---|---:|---:|---:|---:|"
+  printf '%s' "$IO_ROWS"
+  echo
   echo "## Audit-chain verification (\`pg-audit-bench\`, real store)"
   echo
   echo "| | |"
@@ -437,7 +463,7 @@ fi
   echo "| read the raw events out of redb (all events) | $(fmt_int "$(jq -r .verify_breakdown.read_events_per_s <<<"$AUDIT")") |"
   echo "| serde_json parse of an event alone | $(fmt_int "$(jq -r .verify_breakdown.json_parse_events_per_s <<<"$AUDIT")") |"
   echo "| SHA-256 of an event's bytes alone | $(fmt_int "$(jq -r .verify_breakdown.sha256_events_per_s <<<"$AUDIT")") |"
-  echo "| \`store::check_event\` (parse, JCS canonicalization, SHA-256, compare) | $(fmt_int "$(jq -r .verify_breakdown.check_event_events_per_s <<<"$AUDIT")") |"
+  echo "| \`store::check_event\` (fast path: links from the canonical tail, SHA-256, compare; full RFC 8785 check only on a mismatch), one thread | $(fmt_int "$(jq -r .verify_breakdown.check_event_events_per_s <<<"$AUDIT")") |"
   if [[ -n $PERF_TOP ]]; then
     echo
     echo "## Profile of the guard (BENCH_PROFILE=1: perf on the $PERF_WHAT, guard-allow closed loop)"

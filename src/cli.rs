@@ -304,13 +304,15 @@ fn store_command(store: &Store, cmd: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Intent(IntentCmd::List { org }) => {
+            // A closed stdout (`| head`) is an error to report, not a panic as `println!` makes it.
+            let mut out = std::io::stdout().lock();
             for i in store.list_intents(&org_id(&org)?)? {
                 let mut v = serde_json::to_value(&i)?;
                 if let Some(o) = v.as_object_mut() {
                     o.remove("request_body");
                     o.remove("response");
                 }
-                println!("{v}");
+                writeln!(out, "{v}")?;
             }
             Ok(ExitCode::SUCCESS)
         }

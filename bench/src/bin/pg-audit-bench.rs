@@ -182,7 +182,8 @@ fn fill(
 
 /// Where verification time goes, step by step, over the first `limit` events held in memory:
 /// reading them out of redb (all events), then per event JSON parsing alone, SHA-256 alone, and
-/// the whole public `check_event` (parse, remove `hash`, JCS canonicalization, SHA-256, compare).
+/// the whole public `check_event` (fast path: links read from the canonical tail, SHA-256, compare;
+/// the full parse + RFC 8785 check runs only when that does not vouch for the event).
 fn breakdown(store: &Store, org: &OrgId, limit: usize) -> anyhow::Result<serde_json::Value> {
     let mut raw: Vec<Vec<u8>> = Vec::with_capacity(limit);
     let mut read = 0u64;
