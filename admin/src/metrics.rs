@@ -20,6 +20,12 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
     let _ = writeln!(out, "guard_store_commits_total {}", m.commits);
     let _ = writeln!(
         out,
+        "# HELP guard_store_checkpoints_total Batches committed durably to redb (the others through the write-ahead log)."
+    );
+    let _ = writeln!(out, "# TYPE guard_store_checkpoints_total counter");
+    let _ = writeln!(out, "guard_store_checkpoints_total {}", m.checkpoints);
+    let _ = writeln!(
+        out,
         "# HELP guard_store_jobs_total Decisions and settlements committed."
     );
     let _ = writeln!(out, "# TYPE guard_store_jobs_total counter");

@@ -118,7 +118,7 @@ pub(crate) fn append(
     // The chain never reuses a seq; a store edited behind the guard's back fails the write
     // (and so the decision) instead of overwriting history: the caller's transaction is then
     // aborted, so the overwritten value is never committed.
-    if events.insert(key.as_str(), bytes.as_slice())?.is_some() {
+    if crate::wal::insert(&mut events, &key, &bytes)? {
         return Err(StoreError::Corrupt(format!(
             "audit seq {seq} of {org} is already used"
         )));

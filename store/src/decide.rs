@@ -16,6 +16,7 @@ use crate::spend;
 use crate::tables::*;
 use crate::tenants::load_org;
 use crate::time_util::{Clock, now};
+use crate::wal;
 
 /// A mutation an authenticated agent asks for.
 #[derive(Clone, Debug)]
@@ -112,10 +113,7 @@ pub(crate) fn insert_new_intent(txn: &redb::WriteTransaction, intent: &Intent) -
 fn write_intent(txn: &redb::WriteTransaction, intent: &Intent, new: bool) -> Result<()> {
     let key = intent_key(&intent.org, &intent.id);
     let bytes = serde_json::to_vec(intent)?;
-    let previous = txn
-        .open_table(INTENTS)?
-        .insert(key.as_str(), bytes.as_slice())?
-        .is_some();
+    let previous = wal::insert(&mut txn.open_table(INTENTS)?, &key, &bytes)?;
     if new && previous {
         return Err(StoreError::Corrupt(format!(
             "intent id {} is already used",
@@ -127,20 +125,20 @@ fn write_intent(txn: &redb::WriteTransaction, intent: &Intent, new: bool) -> Res
     let mut pending = txn.open_table(PENDING)?;
     let mut approved = txn.open_table(APPROVED)?;
     if !new {
-        in_flight.remove(key.as_str())?;
-        pending.remove(key.as_str())?;
-        approved.remove(key.as_str())?;
+        wal::remove(&mut in_flight, &key)?;
+        wal::remove(&mut pending, &key)?;
+        wal::remove(&mut approved, &key)?;
     }
     match intent.status {
         IntentStatus::Forwarding => {
-            in_flight.insert(key.as_str(), [].as_slice())?;
+            wal::insert(&mut in_flight, &key, &[])?;
         }
         IntentStatus::PendingApproval => {
             let expiry = intent.expires_at_unix.unwrap_or(i64::MAX);
-            pending.insert(key.as_str(), expiry.to_le_bytes().as_slice())?;
+            wal::insert(&mut pending, &key, &expiry.to_le_bytes())?;
         }
         IntentStatus::Approved => {
-            approved.insert(key.as_str(), [].as_slice())?;
+            wal::insert(&mut approved, &key, &[])?;
         }
         _ => {}
     }

@@ -22,11 +22,13 @@ mod spend;
 mod tables;
 mod tenants;
 mod time_util;
+mod wal;
 mod webhooks;
 mod writer;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use redb::ReadableDatabase;
@@ -50,6 +52,7 @@ pub use model::{
 pub use org_admin::{CapPatch, MemberView};
 pub use tenants::{AuthedAgent, CapSpec, validate_password};
 pub use time_util::{Clock, now};
+pub use wal::WAL_FILE;
 pub use webhooks::{
     Attempt, Delivery, DueDelivery, EVENT_TYPES, RetryPolicy, WebhookEndpoint, check_url_shape,
     now_ms,
@@ -68,6 +71,11 @@ pub struct Store {
     /// Compiled policy sets by (org, version): parsed and validated once, shared.
     policy_cache: Mutex<HashMap<(OrgId, u64), Arc<CompiledPolicies>>>,
     path: PathBuf,
+    /// The writer's log, taken by the first [`Committer`] started on this store.
+    wal: Mutex<Option<wal::Wal>>,
+    /// Set when a log append failed: the log's state is unknown (a failed fsync cannot be
+    /// retried safely), so nothing is written any more until a restart recovers.
+    poisoned: AtomicBool,
     /// Commit statistics.
     pub metrics: StoreMetrics,
 }
@@ -97,13 +105,38 @@ impl Store {
             txn.open_table(table)?;
         }
         txn.commit()?;
+        // Recovery before anything reads the store: the batches the writer's log holds and
+        // redb's durable state does not (wal.rs).
+        let wal_path = data_dir.join(wal::WAL_FILE);
+        let next_lsn = wal::replay(&db, &wal_path)?;
+        let wal = wal::Wal::open(&wal_path, next_lsn)?;
         Ok(Store {
             db,
             master,
             policy_cache: Mutex::new(HashMap::new()),
             path,
+            wal: Mutex::new(Some(wal)),
+            poisoned: AtomicBool::new(false),
             metrics: StoreMetrics::default(),
         })
+    }
+
+    /// Whether a failed log append stopped all writes (see [`Store::write`]); a restart recovers.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::SeqCst)
+    }
+
+    fn poison(&self) {
+        self.poisoned.store(true, Ordering::SeqCst);
+    }
+
+    fn check_poisoned(&self) -> Result<()> {
+        if self.is_poisoned() {
+            return Err(StoreError::Db(
+                "the store stopped writing after a failed log write; restart the guard".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Path of the database file.
@@ -117,7 +150,11 @@ impl Store {
         f: impl FnOnce(&redb::WriteTransaction) -> Result<T>,
     ) -> Result<T> {
         let started = std::time::Instant::now();
+        self.check_poisoned()?;
         let txn = self.db.begin_write()?;
+        // Checked again under redb's write lock: the writer may have poisoned the store while
+        // this thread waited for it.
+        self.check_poisoned()?;
         let out = f(&txn)?;
         txn.commit()?;
         self.metrics.record_commit(1, started.elapsed());

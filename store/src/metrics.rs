@@ -12,6 +12,7 @@ pub const COMMIT_BUCKETS_US: [u64; 10] = [
 #[derive(Debug, Default)]
 pub struct StoreMetrics {
     commits: AtomicU64,
+    checkpoints: AtomicU64,
     jobs: AtomicU64,
     commit_us_sum: AtomicU64,
     buckets: [AtomicU64; COMMIT_BUCKETS_US.len()],
@@ -22,6 +23,8 @@ pub struct StoreMetrics {
 pub struct StoreMetricsSnapshot {
     /// Committed transactions (batches).
     pub commits: u64,
+    /// Batches committed durably to redb (the others are durable through the writer's log).
+    pub checkpoints: u64,
     /// Jobs committed (decisions + settlements).
     pub jobs: u64,
     /// Sum of commit latencies in microseconds.
@@ -43,10 +46,15 @@ impl StoreMetrics {
         }
     }
 
+    pub(crate) fn record_checkpoint(&self) {
+        self.checkpoints.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Read the counters.
     pub fn snapshot(&self) -> StoreMetricsSnapshot {
         StoreMetricsSnapshot {
             commits: self.commits.load(Ordering::Relaxed),
+            checkpoints: self.checkpoints.load(Ordering::Relaxed),
             jobs: self.jobs.load(Ordering::Relaxed),
             commit_us_sum: self.commit_us_sum.load(Ordering::Relaxed),
             buckets: self

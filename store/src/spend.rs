@@ -73,7 +73,7 @@ pub(crate) fn add(txn: &redb::WriteTransaction, keys: &[String], delta: i64) -> 
                 "spend counter {key} would go negative"
             )));
         }
-        t.insert(key.as_str(), next.to_le_bytes().as_slice())?;
+        crate::wal::insert(&mut t, key, &next.to_le_bytes())?;
     }
     Ok(())
 }
@@ -148,7 +148,7 @@ pub(crate) fn count_request(
         }
     }
     for k in stale {
-        t.remove(k.as_str())?;
+        crate::wal::remove(&mut t, &k)?;
     }
     let this = key(now);
     let cur = t
@@ -156,7 +156,7 @@ pub(crate) fn count_request(
         .map(|v| decode_i64(v.value()))
         .transpose()?
         .unwrap_or(0);
-    t.insert(this.as_str(), (cur + 1).to_le_bytes().as_slice())?;
+    crate::wal::insert(&mut t, &this, &(cur + 1).to_le_bytes())?;
     Ok(last_minute)
 }
 

@@ -60,8 +60,11 @@ pub(crate) const AUDIT: Table = TableDefinition::new("audit");
 /// `{org}` → AuditHead
 pub(crate) const AUDIT_HEADS: Table = TableDefinition::new("audit_heads");
 
+/// `applied_lsn` → u64 (LE): the last batch of the writer's log that this state holds (wal.rs)
+pub(crate) const META: Table = TableDefinition::new("meta");
+
 /// Every table, created once at open so read transactions never meet a missing table.
-pub(crate) const ALL: [Table; 25] = [
+pub(crate) const ALL: [Table; 26] = [
     ORGS,
     USERS,
     USERS_BY_EMAIL,
@@ -87,6 +90,7 @@ pub(crate) const ALL: [Table; 25] = [
     USER_SECRETS,
     AUDIT,
     AUDIT_HEADS,
+    META,
 ];
 
 /// Read and decode one JSON record.
@@ -100,14 +104,14 @@ pub(crate) fn get_json<T: DeserializeOwned>(
     }
 }
 
-/// Encode and write one JSON record.
+/// Encode and write one JSON record (recorded for the writer's log, wal.rs).
 pub(crate) fn put_json<T: Serialize>(
     table: &mut redb::Table<'_, &'static str, &'static [u8]>,
     key: &str,
     value: &T,
 ) -> Result<()> {
     let bytes = serde_json::to_vec(value)?;
-    table.insert(key, bytes.as_slice())?;
+    crate::wal::insert(table, key, &bytes)?;
     Ok(())
 }
 

@@ -171,8 +171,10 @@ impl Store {
         })
     }
 
-    /// Whether any organization exists (first start creates one when not).
+    /// Whether any organization exists (first start creates one when not). Also the readiness
+    /// probe's check: an error when the store is unreadable or stopped writing (poisoned).
     pub fn is_empty(&self) -> Result<bool> {
+        self.check_poisoned()?;
         let r = self.read()?;
         Ok(r.open_table(ORGS)?.first()?.is_none())
     }
