@@ -72,12 +72,16 @@ impl Default for AdminCfg {
 #[serde(deny_unknown_fields, default)]
 pub struct StoreCfg {
     pub data_dir: PathBuf,
+    /// Longest time between durable redb commits; the write-ahead log covers the batches in
+    /// between, and a restart after a crash replays at most this much.
+    pub checkpoint_interval_ms: u64,
 }
 
 impl Default for StoreCfg {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("./guard-data"),
+            checkpoint_interval_ms: 1_000,
         }
     }
 }
@@ -212,6 +216,9 @@ impl Config {
         {
             bail!("webhooks: concurrency 1..=64, timeout_secs 1..=120, poll_ms 1..=60000");
         }
+        if self.store.checkpoint_interval_ms < 10 || self.store.checkpoint_interval_ms > 60_000 {
+            bail!("store.checkpoint_interval_ms must be 10..=60000");
+        }
         if self.proxy.threads == 0 || self.proxy.threads > 64 {
             bail!("proxy.threads must be 1..=64");
         }
@@ -280,6 +287,8 @@ mod tests {
         assert_eq!(c.upstream.base_url, "https://api.stripe.com");
         assert_eq!(c.holds.expire_after_secs, 86_400);
         assert!(!c.webhooks.allow_private_targets);
+        assert_eq!(c.store.checkpoint_interval_ms, 1_000);
+        assert!(load_with("", &[("GUARD_STORE_CHECKPOINT_INTERVAL_MS", "5")]).is_err());
     }
 
     #[test]

@@ -63,7 +63,11 @@ pub fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let committer = store::Committer::start(store.clone(), store::WriterLimits::default());
+    let limits = store::WriterLimits {
+        checkpoint_interval: std::time::Duration::from_millis(cfg.store.checkpoint_interval_ms),
+        ..store::WriterLimits::default()
+    };
+    let committer = store::Committer::start(store.clone(), limits);
     let forwarder = proxy::Forwarder::new(
         &cfg.upstream.base_url,
         std::time::Duration::from_secs(cfg.upstream.timeout_secs),
