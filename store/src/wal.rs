@@ -51,6 +51,33 @@ const MAX_PAYLOAD: usize = 256 * 1024 * 1024;
 /// The log file grows by this much at a time (see `Wal::ensure_allocated`).
 const PREALLOCATE_CHUNK: u64 = 4 * 1024 * 1024;
 
+/// Appends are written with `O_DIRECT` in whole aligned blocks of this size (see `Wal::open`).
+const BLOCK: usize = 4096;
+
+/// `len` zero bytes at a `BLOCK`-aligned address (what `O_DIRECT` needs), without `unsafe`:
+/// the aligned window of a slightly larger vector.
+struct AlignedBuf {
+    raw: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    fn zeroed(len: usize) -> AlignedBuf {
+        let raw = vec![0u8; len + BLOCK];
+        let start = raw.as_ptr().align_offset(BLOCK);
+        AlignedBuf { raw, start, len }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.raw[self.start..self.start + self.len]
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.raw[self.start..self.start + self.len]
+    }
+}
+
 const OP_INSERT: u8 = 1;
 const OP_REMOVE: u8 = 2;
 
@@ -185,6 +212,12 @@ fn valid_records(bytes: &[u8]) -> Vec<(u64, &[u8])> {
     while bytes.len() - at >= HEADER + CHECKSUM {
         let h = &bytes[at..at + HEADER];
         if &h[..4] != MAGIC {
+            // Each append ends padded with zeros to a block boundary; the next starts there.
+            let next = at.next_multiple_of(BLOCK);
+            if next != at && next < bytes.len() {
+                at = next;
+                continue;
+            }
             break;
         }
         let lsn = u64::from_le_bytes(h[4..12].try_into().unwrap_or([0; 8]));
@@ -292,18 +325,25 @@ pub(crate) struct Wal {
 impl Wal {
     /// Open (or create) the log; `next_lsn` comes from [`replay`], which made the whole log
     /// redundant, so writing starts at offset 0.
+    ///
+    /// The file is opened with `O_DIRECT` where the file system allows it (not tmpfs): a
+    /// buffered append re-dirties whole page-cache folios, which the kernel writes back whole
+    /// (measured: 215 KiB written to disk per writer job, against 5 KiB logged); a direct
+    /// append writes the blocks it covers and no more.
     pub(crate) fn open(path: &Path, next_lsn: u64) -> Result<Wal> {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        let file = match options.clone().custom_flags(libc::O_DIRECT).open(path) {
+            Ok(f) => f,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => options.open(path)?,
+            Err(e) => return Err(e.into()),
+        };
         // The file's directory entry must survive a crash too.
         if let Some(dir) = path.parent() {
             File::open(dir)?.sync_all()?;
         }
-        let allocated = file.metadata()?.len();
+        let allocated = file.metadata()?.len() / BLOCK as u64 * BLOCK as u64;
         Ok(Wal {
             file,
             offset: 0,
@@ -318,9 +358,9 @@ impl Wal {
         if end <= self.allocated {
             return Ok(());
         }
-        let zeros = vec![0u8; PREALLOCATE_CHUNK as usize];
+        let zeros = AlignedBuf::zeroed(PREALLOCATE_CHUNK as usize);
         while self.allocated < end {
-            self.file.write_all_at(&zeros, self.allocated)?;
+            self.file.write_all_at(zeros.as_slice(), self.allocated)?;
             self.allocated += PREALLOCATE_CHUNK;
         }
         self.file.sync_all()
@@ -329,17 +369,20 @@ impl Wal {
     /// Append the writes of consecutive batches, `(lsn, writes)` in order, with one write and
     /// one `fdatasync`; durable when this returns `Ok`.
     pub(crate) fn append(&mut self, batches: &[(u64, &[u8])]) -> io::Result<()> {
-        let mut buf = Vec::new();
+        let mut records = Vec::new();
         for (lsn, payload) in batches {
             if payload.len() > MAX_PAYLOAD {
                 return Err(io::Error::other("batch too large for one log record"));
             }
-            buf.extend(encode_record(*lsn, payload));
+            records.extend(encode_record(*lsn, payload));
         }
-        self.ensure_allocated(self.offset + buf.len() as u64)?;
-        self.file.write_all_at(&buf, self.offset)?;
+        // Whole blocks at a block-aligned offset; the zero padding ends this append.
+        let mut buf = AlignedBuf::zeroed(records.len().next_multiple_of(BLOCK));
+        buf.as_mut_slice()[..records.len()].copy_from_slice(&records);
+        self.ensure_allocated(self.offset + buf.len as u64)?;
+        self.file.write_all_at(buf.as_slice(), self.offset)?;
         self.file.sync_data()?;
-        self.offset += buf.len() as u64;
+        self.offset += buf.len as u64;
         Ok(())
     }
 
@@ -403,6 +446,15 @@ mod tests {
         let mut reused = encode_record(9, b"new");
         reused.extend(encode_record(3, b"old"));
         assert_eq!(valid_records(&reused).len(), 1);
+        // Appends padded to block boundaries, as `Wal::append` writes them.
+        let mut padded = encode_record(20, b"a");
+        padded.resize(BLOCK, 0);
+        padded.extend(encode_record(21, b"b"));
+        padded.extend(encode_record(22, b"c"));
+        padded.resize(3 * BLOCK, 0);
+        padded.extend(encode_record(4, b"stale"));
+        let got: Vec<u64> = valid_records(&padded).iter().map(|r| r.0).collect();
+        assert_eq!(got, vec![20, 21, 22]);
         assert!(valid_records(b"").is_empty());
         assert!(valid_records(&[0xff; 100]).is_empty());
     }
