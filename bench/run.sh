@@ -314,6 +314,7 @@ RSS_NOW_KB=$(awk '/^VmRSS:/ { print $2 }' "/proc/$GUARD_PID/status")
 log "guard peak RSS: ${RSS_HWM_KB} kB"
 stop_pid "$GUARD_PID"
 DB_AFTER=$(stat -c %s "$DATA/guard.redb")
+WAL_AFTER=$(stat -c %s "$DATA/guard.wal" 2>/dev/null || echo 0)
 DB_ALLOC_AFTER=$(( $(stat -c '%b * %B' "$DATA/guard.redb") ))
 INTENTS_AFTER=$("$GUARD" --data-dir "$DATA" intent list --org "$ORG" | wc -l)
 DECISIONS=$((INTENTS_AFTER - INTENTS_BEFORE))
@@ -436,6 +437,7 @@ fi
   echo "| peak RSS under load (VmHWM after all legs) | $(calc "$RSS_HWM_KB / 1024" | xargs printf '%.1f') MiB (VmRSS then: $(calc "$RSS_NOW_KB / 1024" | xargs printf '%.1f') MiB) |"
   echo "| decisions stored by the guard legs (incl. warm-up and wrk) | $(fmt_int "$DECISIONS") |"
   echo "| store file growth | $(fmt_int "$DB_BEFORE") → $(fmt_int "$DB_AFTER") bytes (allocated on disk: $(fmt_int "$DB_ALLOC_BEFORE") → $(fmt_int "$DB_ALLOC_AFTER")) |"
+  echo "| write-ahead log file (reused from offset 0 after each checkpoint, not counted above) | $(fmt_int "$WAL_AFTER") bytes |"
   echo "| store bytes per decision | $(fmt_int "$ALLOC_PER_DECISION") B allocated on disk → **$(calc "$ALLOC_PER_DECISION * 1000000 / 1073741824" | xargs printf '%.2f') GiB per 1M decisions** (file length, which includes redb's preallocated sparse space: $(fmt_int "$BYTES_PER_DECISION") B → $(calc "$BYTES_PER_DECISION * 1000000 / 1073741824" | xargs printf '%.2f') GiB) |"
   echo "| guard's audit chain after the run | \`$GUARD_VERIFY\` |"
   echo
