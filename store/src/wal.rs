@@ -231,7 +231,7 @@ fn valid_records(bytes: &[u8]) -> Vec<(u64, &[u8])> {
             break;
         }
         if let Some((prev, _)) = out.last()
-            && lsn != prev + 1
+            && prev.checked_add(1) != Some(lsn)
         {
             break;
         }
@@ -286,6 +286,15 @@ pub(crate) fn replay(db: &redb::Database, path: &Path) -> Result<u64> {
         let txn = db.begin_write()?;
         for (_, payload) in &pending {
             for op in decode_ops(payload)? {
+                // Only the store's own tables, never `meta` (set below) or a new one.
+                let table = match op {
+                    Op::Insert(t, ..) | Op::Remove(t, _) => t,
+                };
+                if table == META.name() || !crate::tables::ALL.iter().any(|t| t.name() == table) {
+                    return Err(StoreError::Corrupt(format!(
+                        "write-ahead log names table {table:?}, which the store does not have"
+                    )));
+                }
                 match op {
                     Op::Insert(table, key, value) => {
                         let def: TableDefinition<&str, &[u8]> = TableDefinition::new(table);
@@ -490,5 +499,14 @@ mod tests {
         drop((tbl, r));
         // A second replay changes nothing.
         assert_eq!(replay(&db, &wal).unwrap(), 3);
+        // A record naming a table the store does not have is refused, and applies nothing.
+        let mut p3 = Vec::new();
+        encode_op(&mut p3, OP_INSERT, "intents", "c", b"3");
+        encode_op(&mut p3, OP_INSERT, "not_a_table", "k", b"v");
+        log.extend(encode_record(3, &p3));
+        std::fs::write(&wal, &log).unwrap();
+        assert!(matches!(replay(&db, &wal), Err(StoreError::Corrupt(_))));
+        let r = db.begin_read().unwrap();
+        assert!(r.open_table(t).unwrap().get("c").unwrap().is_none());
     }
 }
