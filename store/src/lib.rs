@@ -150,10 +150,9 @@ impl Store {
         f: impl FnOnce(&redb::WriteTransaction) -> Result<T>,
     ) -> Result<T> {
         let started = std::time::Instant::now();
-        self.check_poisoned()?;
         let txn = self.db.begin_write()?;
-        // Checked again under redb's write lock: the writer may have poisoned the store while
-        // this thread waited for it.
+        // Checked under redb's write lock: the writer may have poisoned the store while this
+        // thread waited for it.
         self.check_poisoned()?;
         let out = f(&txn)?;
         txn.commit()?;

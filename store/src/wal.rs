@@ -194,13 +194,18 @@ fn checksum(lsn: u64, payload: &[u8]) -> [u8; CHECKSUM] {
     h.finalize().into()
 }
 
-fn encode_record(lsn: u64, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER + payload.len() + CHECKSUM);
+fn encode_record_into(out: &mut Vec<u8>, lsn: u64, payload: &[u8]) {
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&lsn.to_le_bytes());
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(payload);
     out.extend_from_slice(&checksum(lsn, payload));
+}
+
+#[cfg(test)]
+fn encode_record(lsn: u64, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_record_into(&mut out, lsn, payload);
     out
 }
 
@@ -383,7 +388,7 @@ impl Wal {
             if payload.len() > MAX_PAYLOAD {
                 return Err(io::Error::other("batch too large for one log record"));
             }
-            records.extend(encode_record(*lsn, payload));
+            encode_record_into(&mut records, *lsn, payload);
         }
         // Whole blocks at a block-aligned offset; the zero padding ends this append.
         let mut buf = AlignedBuf::zeroed(records.len().next_multiple_of(BLOCK));

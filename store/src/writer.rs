@@ -10,10 +10,10 @@
 //! durably instead and the log starts over. The append runs on a second thread (`pg-log-sync`)
 //! while the writer runs the next batch, and one `fdatasync` covers every batch queued by then;
 //! the syncer answers a batch's jobs only once its record is durable, in commit order, so a
-//! batch that read an earlier one's writes is never answered before that one is durable. A failed log append fails its batch closed and
-//! poisons the store (a failed fsync cannot be retried safely): every later job and every
-//! `Store::write` fails, and readiness reports it, until a restart recovers from redb's durable
-//! state and the log's valid records.
+//! batch that read an earlier one's writes is never answered before that one is durable. A
+//! failed log append fails its batch closed and poisons the store (a failed fsync cannot be
+//! retried safely): every later job and every `Store::write` fails, and readiness reports it,
+//! until a restart recovers from redb's durable state and the log's valid records.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -195,6 +195,12 @@ struct Log {
 }
 
 impl Log {
+    /// A durable commit just happened: the log's batches are all in redb's durable state.
+    fn mark_checkpoint(&mut self) {
+        self.logged_bytes = 0;
+        self.last_checkpoint = Instant::now();
+    }
+
     fn checkpoint_due(&self) -> bool {
         self.to_sync.is_none()
             || self.last_checkpoint.elapsed() >= self.limits.checkpoint_interval
@@ -319,8 +325,7 @@ fn checkpoint(store: &Store, log: &mut Log) -> Result<()> {
     if let Some(tx) = &log.to_sync {
         let _ = tx.send(ToSync::Checkpointed { jobs: Vec::new() });
     }
-    log.logged_bytes = 0;
-    log.last_checkpoint = Instant::now();
+    log.mark_checkpoint();
     Ok(())
 }
 
@@ -372,12 +377,11 @@ fn commit_batch(store: &Store, mut batch: Vec<Job>, log: &mut Log) {
         log.next_lsn = lsn + 1;
         store.metrics.record_commit(batch.len(), started.elapsed());
         let jobs: Answered = batch.into_iter().zip(answers).collect();
-        let Some(to_sync) = &log.to_sync else {
+        if log.to_sync.is_none() {
             return answer_all(jobs); // durable: no log
-        };
+        }
         let msg = if checkpoint {
-            log.logged_bytes = 0;
-            log.last_checkpoint = Instant::now();
+            log.mark_checkpoint();
             store.metrics.record_checkpoint();
             ToSync::Checkpointed { jobs }
         } else {
@@ -385,7 +389,11 @@ fn commit_batch(store: &Store, mut batch: Vec<Job>, log: &mut Log) {
             ToSync::Log { lsn, writes, jobs }
         };
         // Blocks while the syncer is `SYNC_QUEUE` batches behind (back-pressure).
-        if let Err(std::sync::mpsc::SendError(msg)) = to_sync.send(msg) {
+        let sent = match &log.to_sync {
+            Some(to_sync) => to_sync.send(msg),
+            None => Err(std::sync::mpsc::SendError(msg)),
+        };
+        if let Err(std::sync::mpsc::SendError(msg)) = sent {
             let jobs = match msg {
                 ToSync::Log { jobs, .. } | ToSync::Checkpointed { jobs } => jobs,
             };
@@ -677,11 +685,6 @@ mod tests {
         // Recovery is durable and idempotent: a second open replays nothing new.
         let again = Store::open(crash.path(), key.clone()).unwrap();
         assert_eq!(dump(&again.db), live);
-        drop(again);
-
-        // A clean stop checkpoints: the log is no longer needed.
-        drop(c);
-        drop(store);
     }
 
     #[test]
