@@ -83,13 +83,17 @@ impl fmt::Display for CapInterval {
     }
 }
 
-/// Whose spend a cap counts: the whole organization's or one agent's.
+/// Whose spend a cap counts: the whole organization's, one agent's, or what every agent does on
+/// one connected account.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum CapScope {
     /// Every agent of the organization together (`"org"`).
     Org,
     /// One agent (`"agent:<agent id>"`).
     Agent(String),
+    /// Requests acting on one connected account (`"account:<acct id>"`, from `Stripe-Account`
+    /// or `Stripe-Context`).
+    Account(String),
 }
 
 impl fmt::Display for CapScope {
@@ -97,6 +101,7 @@ impl fmt::Display for CapScope {
         match self {
             CapScope::Org => f.write_str("org"),
             CapScope::Agent(id) => write!(f, "agent:{id}"),
+            CapScope::Account(id) => write!(f, "account:{id}"),
         }
     }
 }
@@ -105,9 +110,17 @@ impl FromStr for CapScope {
     type Err = CapFieldError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.strip_prefix("agent:") {
-            _ if s == "org" => Ok(CapScope::Org),
-            Some(id) if !id.is_empty() => Ok(CapScope::Agent(id.to_owned())),
+        let id_ok = |id: &str| {
+            !id.is_empty()
+                && id.len() <= 255
+                && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        };
+        if s == "org" {
+            return Ok(CapScope::Org);
+        }
+        match (s.strip_prefix("agent:"), s.strip_prefix("account:")) {
+            (Some(id), _) if !id.is_empty() => Ok(CapScope::Agent(id.to_owned())),
+            (_, Some(id)) if id_ok(id) => Ok(CapScope::Account(id.to_owned())),
             _ => Err(field_error("scope", s)),
         }
     }
@@ -203,12 +216,13 @@ impl Cap {
         let scope_matches = match &self.scope {
             CapScope::Org => true,
             CapScope::Agent(id) => id == agent_id,
+            CapScope::Account(id) => *id == facts.account,
         };
         let operation_matches = match &self.operations {
             None => facts.class == OperationClass::MoveMoney,
             Some(list) => list.contains(&facts.operation),
         };
-        facts.counts_toward_caps
+        facts.counts_toward_caps()
             && amount.currency == self.currency
             && scope_matches
             && operation_matches

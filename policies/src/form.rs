@@ -150,6 +150,9 @@ pub enum FormError {
         /// The parameter name.
         param: String,
     },
+    /// A `/v2` body that is not a JSON object.
+    #[error("invalid JSON body: {0}")]
+    BadJson(String),
     /// A list with missing indices (`a[0]=x&a[2]=y`).
     #[error("list parameter `{param}` has missing indices")]
     SparseList {
@@ -196,6 +199,84 @@ pub fn parse_form(body: &[u8], limits: &FormLimits) -> Result<FormValue, FormErr
         insert(&mut root, &key, name, &segments, value)?;
     }
     finish_map(root, "")
+}
+
+/// Parses a `/v2` JSON body into the same tree as a form body, under the same bounds: at most
+/// `max_params` values (scalars, objects and arrays together) and `max_depth` levels. Numbers
+/// keep their JSON text (`1000`, `10.5`), booleans become `"true"`/`"false"`, `null` an empty
+/// string. An empty body is an empty map; a body whose top level is not an object is refused.
+pub fn parse_json(body: &[u8], limits: &FormLimits) -> Result<FormValue, FormError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(FormValue::Map(BTreeMap::new()));
+    }
+    // serde_json refuses nesting beyond 128 levels before building anything deeper.
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| FormError::BadJson(e.to_string()))?;
+    if !value.is_object() {
+        return Err(FormError::BadJson("the body must be a JSON object".into()));
+    }
+    let max_depth = limits.max_depth.min(DEPTH_CEILING);
+    let mut count = 0usize;
+    json_node(&value, "", 0, max_depth, limits.max_params, &mut count)
+}
+
+fn json_node(
+    value: &serde_json::Value,
+    param: &str,
+    depth: usize,
+    max_depth: usize,
+    max_params: usize,
+    count: &mut usize,
+) -> Result<FormValue, FormError> {
+    *count = count.saturating_add(1);
+    if *count > max_params.saturating_add(1) {
+        return Err(FormError::TooManyParams { max: max_params });
+    }
+    if depth > max_depth + 1 {
+        return Err(FormError::TooDeep {
+            param: truncate(param),
+            max: max_depth,
+        });
+    }
+    let child_name = |key: &str| {
+        if param.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{param}[{key}]")
+        }
+    };
+    Ok(match value {
+        serde_json::Value::Null => FormValue::Str(String::new()),
+        serde_json::Value::Bool(b) => FormValue::Str(b.to_string()),
+        serde_json::Value::Number(n) => FormValue::Str(n.to_string()),
+        serde_json::Value::String(s) => FormValue::Str(s.clone()),
+        serde_json::Value::Array(items) => FormValue::List(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    json_node(
+                        v,
+                        &child_name(&i.to_string()),
+                        depth + 1,
+                        max_depth,
+                        max_params,
+                        count,
+                    )
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        serde_json::Value::Object(map) => FormValue::Map(
+            map.iter()
+                .map(|(k, v)| {
+                    Ok((
+                        k.clone(),
+                        json_node(v, &child_name(k), depth + 1, max_depth, max_params, count)?,
+                    ))
+                })
+                .collect::<Result<_, FormError>>()?,
+        ),
+    })
 }
 
 /// Splits `key=value` at the first `=` and decodes both halves.

@@ -6,7 +6,8 @@ use std::str::FromStr;
 use std::sync::OnceLock;
 
 use cedar_policy::{
-    Effect, Entity, EntityUid, Policy, PolicyId, PolicySet, Schema, ValidationMode, Validator,
+    ActionConstraint, Effect, Entity, EntityUid, Policy, PolicyId, PolicySet, Schema,
+    ValidationMode, Validator,
 };
 use serde::{Deserialize, Serialize};
 
@@ -62,6 +63,11 @@ pub struct PolicyMeta {
     pub approvals: u32,
     /// Position of the policy in the text, from 0; orders determining policies in verdicts.
     pub position: usize,
+    /// The action ids the policy's scope names itself (`action == Action::"x"` or
+    /// `action in [Action::"x", ...]`), not through a group. Only such a permit can allow an
+    /// unknown operation or one the guard cannot value.
+    #[serde(default)]
+    pub names_actions: Vec<String>,
 }
 
 /// A validated policy set, ready to evaluate. Build it once per stored version.
@@ -387,6 +393,18 @@ fn policy_meta(policy: &Policy, position: usize) -> PolicyMeta {
             .and_then(parse_approvals)
             .unwrap_or(1),
         position,
+        names_actions: named_actions(policy),
+    }
+}
+
+/// The action ids a policy's scope names (see [`PolicyMeta::names_actions`]). A group named
+/// with `in` (`Action::"move_money"`) names only the group, never its members.
+fn named_actions(policy: &Policy) -> Vec<String> {
+    let id = |uid: &EntityUid| uid.id().unescaped().to_owned();
+    match policy.action_constraint() {
+        ActionConstraint::Any => Vec::new(),
+        ActionConstraint::Eq(uid) => vec![id(&uid)],
+        ActionConstraint::In(uids) => uids.iter().map(id).collect(),
     }
 }
 

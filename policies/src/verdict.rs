@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::caps::{CapCheck, OnExceed};
-use crate::classify::RequestFacts;
+use crate::classify::{OperationClass, RequestFacts, UNKNOWN_OPERATION};
 use crate::policy_set::{CompiledPolicies, PolicyEffect, PolicyMeta};
 
 /// Spend in minor units of the request's currency, before this request, per calendar window.
@@ -215,7 +215,7 @@ pub fn evaluate_prepared(
         Ok(part) => cedar_verdict(policies, input, part),
         Err(error) => unevaluable(error),
     };
-    apply_caps(verdict, input, caps)
+    apply_caps(require_explicit(policies, input, verdict), input, caps)
 }
 
 /// What Cedar said about some of the policies. Cedar's determining policies are the satisfied
@@ -361,11 +361,19 @@ fn request_entity(resource: EntityUid, input: &EvalInput<'_>) -> Result<Entity, 
     };
     let attrs = [
         ("operation", string(&facts.operation)),
+        ("class", string(facts.class.as_str())),
         ("method", string(&facts.method)),
         ("path", string(&facts.path)),
         ("amount", RestrictedExpression::new_long(amount)),
         ("currency", string(currency)),
+        ("valued", RestrictedExpression::new_bool(facts.valued)),
         ("counterparty", string(&facts.counterparty)),
+        ("account", string(&facts.account)),
+        ("interval", string(&facts.interval)),
+        (
+            "expand",
+            RestrictedExpression::new_set(facts.expand.iter().map(|e| string(e))),
+        ),
         ("livemode", RestrictedExpression::new_bool(input.livemode)),
     ]
     .map(|(k, v)| (k.to_owned(), v));
@@ -445,6 +453,44 @@ fn cedar_verdict(policies: &CompiledPolicies, input: &EvalInput<'_>, part: Cedar
         verdict(Outcome::Allow, determining, String::new(), 0, Vec::new())
     } else {
         denial(policies, input, determining)
+    }
+}
+
+/// PROXY.md step 2: an unknown operation, or a money operation the guard cannot value, is
+/// allowed only by a permit that names its action itself; a broad permit (`action in
+/// Action::"move_money"`, or no action constraint) does not reach it. Otherwise an unknown
+/// operation is denied and an unvalued one held for a human.
+fn require_explicit(
+    policies: &CompiledPolicies,
+    input: &EvalInput<'_>,
+    decided: Verdict,
+) -> Verdict {
+    let facts = input.facts;
+    let unknown = facts.class == OperationClass::Unknown;
+    let unvalued = facts.class.is_money() && !facts.valued;
+    if decided.outcome != Outcome::Allow || !(unknown || unvalued) {
+        return decided;
+    }
+    let explicit = decided.policies.iter().any(|id| {
+        policies.meta(id).is_some_and(|m| {
+            m.effect == PolicyEffect::Permit && m.names_actions.contains(&facts.operation)
+        })
+    });
+    if explicit {
+        return decided;
+    }
+    if unknown {
+        let reason = format!(
+            "the guard does not know {} {}; only a policy naming Action::\"{UNKNOWN_OPERATION}\" can allow it",
+            facts.method, facts.path
+        );
+        verdict(Outcome::Deny, Vec::new(), reason, 0, Vec::new())
+    } else {
+        let reason = format!(
+            "the guard cannot tell what {} is worth; a human must approve it (or a policy naming Action::\"{}\" allow it)",
+            facts.operation, facts.operation
+        );
+        verdict(Outcome::Hold, Vec::new(), reason, 1, Vec::new())
     }
 }
 
