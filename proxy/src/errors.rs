@@ -19,6 +19,14 @@ pub enum GuardError {
     ApprovalRequired(Box<Intent>),
     /// 403: a policy or cap denied it.
     PolicyDenied(Box<Intent>),
+    /// 403: a mutation the operation table does not know, and no policy names it.
+    UnknownOperation(Box<Intent>),
+    /// 400: a query string on a POST (Stripe would merge it into the body unseen).
+    QueryNotAllowed,
+    /// 400: `Stripe-Account` / `Stripe-Context` that is not an account id, or both disagreeing.
+    BadAccountHeader(String),
+    /// 415: a non-empty body of a content type the API version does not take.
+    UnsupportedContentType(String),
     /// 403: a read denied by policy (reads create no intent).
     ReadDenied {
         policies: Vec<String>,
@@ -100,10 +108,19 @@ impl GuardError {
     pub fn status(&self) -> u16 {
         use GuardError::*;
         match self {
-            IdempotencyKeyRequired | IdempotencyKeyReused | Unparseable(_) => 400,
+            IdempotencyKeyRequired
+            | IdempotencyKeyReused
+            | Unparseable(_)
+            | QueryNotAllowed
+            | BadAccountHeader(_) => 400,
+            UnsupportedContentType(_) => 415,
             AuthenticationRequired => 401,
             ApprovalRequired(_) => 402,
-            PolicyDenied(_) | ReadDenied { .. } | ApprovalDenied(_) | AgentFrozen => 403,
+            PolicyDenied(_)
+            | UnknownOperation(_)
+            | ReadDenied { .. }
+            | ApprovalDenied(_)
+            | AgentFrozen => 403,
             NotFound => 404,
             MethodNotAllowed(_) => 405,
             InProgress(_) => 409,
@@ -126,6 +143,10 @@ impl GuardError {
             AuthenticationRequired => "guard_authentication_required",
             ApprovalRequired(_) => "guard_approval_required",
             PolicyDenied(_) | ReadDenied { .. } => "guard_policy_denied",
+            UnknownOperation(_) => "guard_unknown_operation",
+            QueryNotAllowed => "guard_query_string_not_allowed",
+            BadAccountHeader(_) => "guard_invalid_account_header",
+            UnsupportedContentType(_) => "guard_unsupported_content_type",
             ApprovalDenied(_) => "guard_approval_denied",
             AgentFrozen => "guard_agent_frozen",
             NotFound => "resource_missing",
@@ -144,7 +165,7 @@ impl GuardError {
     /// The guard's own decisions must not be retried by SDKs (PROXY.md); 409/5xx invite a retry.
     pub fn should_retry(&self) -> Option<bool> {
         match self.status() {
-            400 | 402 | 403 | 404 | 405 | 408 | 410 | 413 | 431 => Some(false),
+            400 | 402 | 403 | 404 | 405 | 408 | 410 | 413 | 415 | 431 => Some(false),
             _ => None,
         }
     }
@@ -153,9 +174,8 @@ impl GuardError {
     pub fn intent_headers(&self) -> (Option<&str>, Option<&'static str>) {
         use GuardError::*;
         match self {
-            ApprovalRequired(i) | PolicyDenied(i) | ApprovalDenied(i) | ApprovalExpired(i) => {
-                (Some(i.id.as_str()), Some(i.decision.as_str()))
-            }
+            ApprovalRequired(i) | PolicyDenied(i) | UnknownOperation(i) | ApprovalDenied(i)
+            | ApprovalExpired(i) => (Some(i.id.as_str()), Some(i.decision.as_str())),
             ReadDenied { .. } => (None, Some("deny")),
             InProgress(id) => (Some(id.as_str()), None),
             UpstreamUnavailable(Some(id)) => (Some(id.as_str()), Some("allow")),
@@ -173,6 +193,18 @@ impl GuardError {
             AuthenticationRequired => ("invalid_request_error", "A valid agent token is required (Authorization: Bearer pg_agent_...).".to_string(), None),
             ApprovalRequired(i) => ("invalid_request_error", format!("Held for human approval: {}", i.reason), Some(info(i))),
             PolicyDenied(i) => ("invalid_request_error", denial_message(i), Some(info(i))),
+            UnknownOperation(i) => (
+                "invalid_request_error",
+                format!("Unknown operation: {}", i.reason),
+                Some(info(i)),
+            ),
+            QueryNotAllowed => (
+                "invalid_request_error",
+                "A POST must not carry a query string; send every parameter in the body.".to_string(),
+                None,
+            ),
+            BadAccountHeader(why) => ("invalid_request_error", format!("Invalid connected account header: {why}"), None),
+            UnsupportedContentType(why) => ("invalid_request_error", format!("Unsupported content type: {why}"), None),
             ReadDenied { policies, reason } => (
                 "invalid_request_error",
                 format!("Denied: {reason}"),
@@ -214,6 +246,9 @@ impl GuardError {
             IntentStatus::PendingApproval => Some(GuardError::ApprovalRequired(boxed())),
             IntentStatus::Denied if intent.approvals.iter().any(|a| a.verdict == "deny") => {
                 Some(GuardError::ApprovalDenied(boxed()))
+            }
+            IntentStatus::Denied if intent.class == policies::OperationClass::Unknown => {
+                Some(GuardError::UnknownOperation(boxed()))
             }
             IntentStatus::Denied => Some(GuardError::PolicyDenied(boxed())),
             IntentStatus::Expired => Some(GuardError::ApprovalExpired(boxed())),

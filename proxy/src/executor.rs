@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use store::{Committer, IntentEvents, IntentId, OrgId, Store};
 
-use crate::forward::{Forwarder, Outbound};
+use crate::forward::{ExactRequest, Forwarder, send_and_settle};
 
 /// How often the executor sweeps the approved queue without a notification.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
@@ -79,28 +79,37 @@ impl Executor {
             }
         };
         let (intent, rail_key) = claimed;
-        let headers = [(
+        // PROXY.md step 6: exactly the stored request. Holds stored before headers were kept
+        // carry none; they were form posts on the platform account.
+        let legacy = [(
             "content-type".to_string(),
             "application/x-www-form-urlencoded".to_string(),
         )];
-        let outcome = self
-            .forwarder
-            .send(Outbound {
-                method: &intent.method,
-                path_and_query: &intent.path,
-                headers: &headers,
-                rail_key: &rail_key,
-                idempotency_key: &intent.upstream_idempotency_key,
-                body: intent.request_body.clone().unwrap_or_default(),
-            })
-            .await;
-        match self.committer.settle(org, id.clone(), outcome).await {
+        let headers: &[(String, String)] = if intent.request_headers.is_empty() {
+            &legacy
+        } else {
+            &intent.request_headers
+        };
+        let exact = ExactRequest {
+            query: &intent.query,
+            headers,
+            body: intent.request_body.clone().unwrap_or_default(),
+        };
+        let (_, settled) = send_and_settle(
+            &self.forwarder,
+            &self.committer,
+            &self.events,
+            &intent,
+            &rail_key,
+            exact,
+        )
+        .await;
+        match settled {
             Ok(i) => {
                 tracing::info!(intent = %id, status = i.status.as_str(), "executed approved hold")
             }
             Err(e) => tracing::error!(intent = %id, error = %e, "settling an executed hold failed"),
         }
-        self.events.publish(&id);
     }
 }
 

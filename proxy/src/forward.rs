@@ -9,10 +9,11 @@
 
 use std::time::Duration;
 
-use store::{StoredResponse, UpstreamOutcome};
+use store::{Committer, Intent, IntentEvents, StoredResponse, UpstreamOutcome};
 
 /// Request headers an agent's SDK sends that Stripe needs to see; everything else is dropped.
-const FORWARDED_REQUEST_HEADERS: [&str; 9] = [
+/// They are stored with a held intent, so the executor sends exactly these (PROXY.md step 6).
+pub(crate) const FORWARDED_REQUEST_HEADERS: [&str; 9] = [
     "content-type",
     "accept",
     "accept-encoding",
@@ -23,6 +24,66 @@ const FORWARDED_REQUEST_HEADERS: [&str; 9] = [
     "stripe-context",
     "x-stripe-client-user-agent",
 ];
+
+/// The allowlisted request headers of `headers`, names lower-cased, in arrival order.
+pub(crate) fn allowlisted<'a>(
+    headers: impl Iterator<Item = (&'a str, &'a [u8])>,
+) -> Vec<(String, String)> {
+    headers
+        .filter_map(|(k, v)| {
+            let name = k.to_ascii_lowercase();
+            let value = std::str::from_utf8(v).ok()?;
+            FORWARDED_REQUEST_HEADERS
+                .contains(&name.as_str())
+                .then(|| (name, value.to_string()))
+        })
+        .collect()
+}
+
+/// The one way a decided mutation reaches the rail (PROXY.md steps 5 and 6): the data path for
+/// an allowed request and the executor for an approved hold both send the exact request —
+/// method, path, query, allowlisted headers, body — with the intent's upstream key, then
+/// settle it durably and wake whoever waits on the intent.
+pub async fn send_and_settle(
+    forwarder: &Forwarder,
+    committer: &Committer,
+    events: &IntentEvents,
+    intent: &Intent,
+    rail_key: &str,
+    request: ExactRequest<'_>,
+) -> (UpstreamOutcome, store::Result<Intent>) {
+    let path_and_query = if request.query.is_empty() {
+        intent.path.clone()
+    } else {
+        format!("{}?{}", intent.path, request.query)
+    };
+    let outcome = forwarder
+        .send(Outbound {
+            method: &intent.method,
+            path_and_query: &path_and_query,
+            headers: request.headers,
+            rail_key,
+            idempotency_key: &intent.upstream_idempotency_key,
+            body: request.body,
+        })
+        .await;
+    let settled = committer
+        .settle(intent.org.clone(), intent.id.clone(), outcome.clone())
+        .await;
+    events.publish(&intent.id);
+    (outcome, settled)
+}
+
+/// What is sent besides the intent's method and path.
+#[derive(Debug)]
+pub struct ExactRequest<'a> {
+    /// Query string without `?` (`""` when none).
+    pub query: &'a str,
+    /// Allowlisted headers.
+    pub headers: &'a [(String, String)],
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
 
 /// Response headers that describe one connection, never stored or replayed.
 pub(crate) fn hop_by_hop(name: &str) -> bool {
@@ -108,6 +169,43 @@ impl Forwarder {
         match builder.send().await {
             Ok(resp) => self.read(resp).await,
             Err(e) => UpstreamOutcome::Lost(describe(&e)),
+        }
+    }
+
+    /// GET an object at the rail to value a request (PROXY.md step 2, valued by lookup), with
+    /// the organization's key, on the request's connected account and API version. `Ok(None)`
+    /// when the rail has no such object (a 4xx) or answers something that is not a JSON object;
+    /// `Err` when the rail cannot be reached or fails (5xx): nothing is decided then.
+    pub async fn lookup(
+        &self,
+        path: &str,
+        rail_key: &str,
+        headers: &[(String, String)],
+    ) -> Result<Option<serde_json::Value>, String> {
+        let mut builder = self
+            .client
+            .get(format!("{}{}", self.base_url, path))
+            .bearer_auth(rail_key);
+        for (k, v) in headers {
+            if matches!(
+                k.as_str(),
+                "stripe-account" | "stripe-context" | "stripe-version"
+            ) {
+                builder = builder.header(k.as_str(), v.as_str());
+            }
+        }
+        let resp = builder.send().await.map_err(|e| describe(&e))?;
+        let status = resp.status().as_u16();
+        let body = match self.read(resp).await {
+            UpstreamOutcome::Response { response, .. } => response.body,
+            UpstreamOutcome::Lost(why) => return Err(why),
+        };
+        match status {
+            200..=299 => Ok(serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .filter(serde_json::Value::is_object)),
+            400..=499 if status != 429 => Ok(None),
+            _ => Err(format!("the rail answered {status} to a lookup")),
         }
     }
 

@@ -10,7 +10,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType};
-use policies::{FormLimits, Outcome};
+use policies::{FactsError, FormLimits, Lookups, Outcome, RawRequest, RequestFacts};
 use store::{
     AuthedAgent, Committer, Decision, DecisionRequest, Intent, IntentStatus, OrgId, Store,
     StoredResponse,
@@ -19,7 +19,7 @@ use store::{IntentEvents, UpstreamOutcome};
 
 use crate::auth::token_from_header;
 use crate::errors::GuardError;
-use crate::forward::{Forwarder, Outbound};
+use crate::forward::{ExactRequest, Forwarder, allowlisted, send_and_settle};
 use crate::upstream::Upstream;
 
 /// Limits and timeouts of the data path (OPERATIONS.md configuration).
@@ -183,8 +183,17 @@ impl Guard {
         agent: &AuthedAgent,
         path: &str,
     ) -> Result<Step, GuardError> {
-        let facts = policies::classify("GET", path, b"", &FormLimits::default())
-            .map_err(|e| GuardError::Unparseable(e.to_string()))?;
+        let account = connected_account(session)?;
+        let raw = RawRequest {
+            method: "GET",
+            path,
+            query: session.req_header().uri.query().unwrap_or_default(),
+            content_type: None,
+            body: b"",
+            account: &account,
+        };
+        let facts = policies::classify_request(&raw, &FormLimits::default(), &Lookups::offline())
+            .map_err(facts_error)?;
         let (org, id) = (agent.agent.org.clone(), agent.agent.id.clone());
         let (verdict, rail_key) = self
             .blocking(move |s| s.evaluate_read(&org, &id, &facts))
@@ -210,9 +219,34 @@ impl Guard {
         path: String,
     ) -> Result<Step, GuardError> {
         let key = idempotency_key(session)?;
+        let query = session
+            .req_header()
+            .uri
+            .query()
+            .unwrap_or_default()
+            .to_string();
+        let account = connected_account(session)?;
+        let headers = allowlisted(
+            session
+                .req_header()
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_bytes())),
+        );
         let body = self.read_body(session).await?;
-        let facts = policies::classify(&method, &path, &body, &FormLimits::default())
-            .map_err(|e| GuardError::Unparseable(e.to_string()))?;
+        let content_type = headers
+            .iter()
+            .find(|(k, _)| k == "content-type")
+            .map(|(_, v)| v.as_str());
+        let raw = RawRequest {
+            method: &method,
+            path: &path,
+            query: &query,
+            content_type,
+            body: &body,
+            account: &account,
+        };
+        let facts = self.classify(agent, &raw, &headers).await?;
         // The policies that do not read `context` are evaluated here, on this worker thread,
         // so the writer (the serial part) evaluates only the rest. A read transaction: no wait.
         let prepared = match self.store.prepare_decision(&agent.agent, &facts) {
@@ -229,17 +263,24 @@ impl Guard {
             idempotency_key: key,
             method,
             path,
+            query,
+            headers,
             body,
             facts,
             hold_expiry_secs: self.settings.hold_expiry_secs,
             prepared,
         };
         let wait = prefer_wait(session).map(|w| w.min(self.settings.max_hold_wait_secs));
-        let body = req.body.clone();
+        let (query, headers, body) = (req.query.clone(), req.headers.clone(), req.body.clone());
         let decision = self.decide(req).await?;
         match decision {
             Decision::Forward { intent, rail_key } => {
-                self.forward(session, *intent, &rail_key, body).await
+                let exact = ExactRequest {
+                    query: &query,
+                    headers: &headers,
+                    body,
+                };
+                self.forward(session, *intent, &rail_key, exact).await
             }
             Decision::Respond(intent) => self.answer_intent(session, *intent, wait).await,
             Decision::InFlight(id) => Err(GuardError::InProgress(id.to_string())),
@@ -256,34 +297,17 @@ impl Guard {
         session: &mut Session,
         intent: Intent,
         rail_key: &str,
-        body: Vec<u8>,
+        exact: ExactRequest<'_>,
     ) -> Result<Step, GuardError> {
-        let req = session.req_header();
-        let path_and_query = req
-            .uri
-            .path_and_query()
-            .map_or_else(|| intent.path.clone(), |p| p.as_str().to_string());
-        let headers: Vec<(String, String)> = req
-            .headers
-            .iter()
-            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
-            .collect();
-        let outcome = self
-            .forwarder
-            .send(Outbound {
-                method: &intent.method,
-                path_and_query: &path_and_query,
-                headers: &headers,
-                rail_key,
-                idempotency_key: &intent.upstream_idempotency_key,
-                body,
-            })
-            .await;
-        let settled = self
-            .committer
-            .settle(intent.org.clone(), intent.id.clone(), outcome.clone())
-            .await;
-        self.events.publish(&intent.id);
+        let (outcome, settled) = send_and_settle(
+            &self.forwarder,
+            &self.committer,
+            &self.events,
+            &intent,
+            rail_key,
+            exact,
+        )
+        .await;
         if let Err(e) = &settled {
             // The rail may have acted: the intent stays `forwarding` until restart recovery marks
             // it `unknown`, and a retry with the same key forwards again with the same upstream key.
@@ -307,6 +331,56 @@ impl Guard {
                 Err(GuardError::UpstreamUnavailable(Some(intent.id.to_string())))
             }
         }
+    }
+
+    /// PROXY.md step 2: classify, looking objects up at the rail where Stripe decides the
+    /// amount. At most [`LOOKUP_ROUNDS`] rounds and [`policies::MAX_LOOKUPS`] objects; what is
+    /// still missing after that counts as "not found" (the request is then not valued). A rail
+    /// that cannot be reached decides nothing: `502`, no intent.
+    async fn classify(
+        &self,
+        agent: &AuthedAgent,
+        raw: &RawRequest<'_>,
+        headers: &[(String, String)],
+    ) -> Result<RequestFacts, GuardError> {
+        let limits = FormLimits::default();
+        let mut lookups = Lookups::online();
+        let mut rail_key: Option<String> = None;
+        for round in 0..=LOOKUP_ROUNDS {
+            let paths = match policies::classify_request(raw, &limits, &lookups) {
+                Err(FactsError::NeedsLookup(paths)) => paths,
+                other => return other.map_err(facts_error),
+            };
+            let last =
+                round == LOOKUP_ROUNDS || lookups.len() + paths.len() > policies::MAX_LOOKUPS;
+            if last {
+                for path in paths {
+                    lookups.insert(path, None);
+                }
+                continue;
+            }
+            let key = match &rail_key {
+                Some(key) => key.clone(),
+                None => {
+                    let org = agent.agent.org.clone();
+                    let key = self
+                        .blocking(move |s| s.rail_key(&org))
+                        .await?
+                        .ok_or(GuardError::RailNotConfigured)?;
+                    rail_key = Some(key.clone());
+                    key
+                }
+            };
+            for path in paths {
+                let object = self.forwarder.lookup(&path, &key, headers).await.map_err(|why| {
+                    tracing::warn!(error = %why, "a lookup at the rail failed; nothing decided");
+                    GuardError::UpstreamUnavailable(None)
+                })?;
+                lookups.insert(path, object);
+            }
+        }
+        // Every round above either returned or filled the lookups; the final pass has them all.
+        policies::classify_request(raw, &limits, &lookups).map_err(facts_error)
     }
 
     /// Decide; when the key is in flight, wait (bounded) for the first request to settle and
@@ -484,6 +558,70 @@ fn raw_has_content_length(raw: &[u8]) -> bool {
         .any(|line| line.len() >= NAME.len() && line[..NAME.len()].eq_ignore_ascii_case(NAME))
 }
 
+/// Rounds of lookups one classification may take (a valuer that needs an object to know which
+/// other object to read takes two).
+const LOOKUP_ROUNDS: usize = 3;
+
+/// Longest connected account id accepted in `Stripe-Account` / `Stripe-Context`.
+const MAX_ACCOUNT_BYTES: usize = 255;
+
+/// Where a classification error goes: its own status where the contract names one.
+fn facts_error(e: FactsError) -> GuardError {
+    match e {
+        FactsError::QueryOnPost => GuardError::QueryNotAllowed,
+        FactsError::UnsupportedContentType { .. } => {
+            GuardError::UnsupportedContentType(e.to_string())
+        }
+        other => GuardError::Unparseable(other.to_string()),
+    }
+}
+
+/// PROXY.md step 2: the connected account acted on, from `Stripe-Account` or `Stripe-Context`
+/// (`""` for the platform). Either must be an account id (a context may be a `/`-separated
+/// path of them); both at once must agree; a repeated header is refused, since the rail might
+/// read another copy than the guard.
+fn connected_account(session: &Session) -> Result<String, GuardError> {
+    let one = |name: &str| -> Result<Option<String>, GuardError> {
+        let mut values = session.req_header().headers.get_all(name).iter();
+        let Some(value) = values.next() else {
+            return Ok(None);
+        };
+        if values.next().is_some() {
+            return Err(GuardError::BadAccountHeader(format!(
+                "{name} is given more than once"
+            )));
+        }
+        let text = value
+            .to_str()
+            .ok()
+            .filter(|t| {
+                !t.is_empty()
+                    && t.len() <= MAX_ACCOUNT_BYTES
+                    && t.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'/')
+                    && !t.starts_with('/')
+                    && !t.ends_with('/')
+                    && !t.contains("//")
+            })
+            .ok_or_else(|| GuardError::BadAccountHeader(format!("{name} is not an account id")))?;
+        Ok(Some(text.to_string()))
+    };
+    let account = one("stripe-account")?;
+    if account.as_deref().is_some_and(|a| a.contains('/')) {
+        return Err(GuardError::BadAccountHeader(
+            "stripe-account is not an account id".into(),
+        ));
+    }
+    match (account, one("stripe-context")?) {
+        (Some(a), Some(c)) if a != c => Err(GuardError::BadAccountHeader(
+            "stripe-account and stripe-context name different accounts".into(),
+        )),
+        (Some(a), _) => Ok(a),
+        (None, Some(c)) => Ok(c),
+        (None, None) => Ok(String::new()),
+    }
+}
+
 fn idempotency_key(session: &Session) -> Result<String, GuardError> {
     let v = session
         .get_header("idempotency-key")
@@ -541,7 +679,11 @@ async fn write_error(session: &mut Session, err: &GuardError) -> pingora::Result
     }
     if matches!(
         err,
-        GuardError::BodyTooLarge(_) | GuardError::Unparseable(_)
+        GuardError::BodyTooLarge(_)
+            | GuardError::Unparseable(_)
+            | GuardError::UnsupportedContentType(_)
+            | GuardError::QueryNotAllowed
+            | GuardError::BadAccountHeader(_)
     ) {
         // The rest of the body may still be on the wire: do not reuse the connection.
         session.set_keepalive(None);

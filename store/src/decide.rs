@@ -31,6 +31,10 @@ pub struct DecisionRequest {
     pub method: String,
     /// Path without query.
     pub path: String,
+    /// Query string without `?` (`""` when none).
+    pub query: String,
+    /// The allowlisted request headers, forwarded as they are (stored with holds).
+    pub headers: Vec<(String, String)>,
     /// Body bytes.
     pub body: Vec<u8>,
     /// What `policies::classify` made of it.
@@ -78,12 +82,23 @@ pub enum UpstreamOutcome {
     Lost(String),
 }
 
-/// SHA-256 over method, path and body: what "the same request" means for idempotency.
-pub fn request_digest(method: &str, path: &str, body: &[u8]) -> String {
+/// SHA-256 over method, path, query, connected account and body: what "the same request"
+/// means for idempotency. The query and the account enter only when present, so a digest of a
+/// platform request without a query is the one earlier versions stored.
+pub fn request_digest(method: &str, path: &str, query: &str, account: &str, body: &[u8]) -> String {
     let mut h = Sha256::new();
     h.update(method.as_bytes());
     h.update(b"\n");
     h.update(path.as_bytes());
+    if !query.is_empty() {
+        h.update(b"?");
+        h.update(query.as_bytes());
+    }
+    if !account.is_empty() {
+        // A byte that cannot appear in a path or query separates the account.
+        h.update(b"\0account=");
+        h.update(account.as_bytes());
+    }
     h.update(b"\n");
     h.update(body);
     hex::encode(h.finalize())
@@ -168,7 +183,13 @@ impl Store {
         if org.frozen || agent.status != AgentStatus::Active {
             return Ok(Decision::Frozen);
         }
-        let digest = request_digest(&req.method, &req.path, &req.body);
+        let digest = request_digest(
+            &req.method,
+            &req.path,
+            &req.query,
+            &req.facts.account,
+            &req.body,
+        );
         let idem_key = format!("{}|{}|{}", req.org, req.agent, req.idempotency_key);
         let existing: Option<IdempotencyRecord> =
             get_json(&txn.open_table(IDEMPOTENCY)?, &idem_key)?;
@@ -304,6 +325,7 @@ impl Store {
             "intent": intent.id, "agent": intent.agent, "operation": intent.operation,
             "method": intent.method, "path": intent.path, "amount": intent.amount,
             "currency": intent.currency, "counterparty": intent.counterparty,
+            "account": intent.account, "class": intent.class, "valued": intent.valued,
             "outcome": verdict.outcome, "status": intent.status.as_str(), "policies": verdict.policies,
             "caps": verdict.caps, "reason": verdict.reason, "errors": verdict.errors,
             "reserved": intent.reservation.as_ref().map(|r| r.amount),
@@ -436,6 +458,9 @@ fn new_intent(req: &DecisionRequest, digest: String, verdict: &Verdict, clock: &
             .as_ref()
             .map(|a| a.currency.as_str().to_string()),
         counterparty: req.facts.counterparty.clone(),
+        account: req.facts.account.clone(),
+        counted: req.facts.counted,
+        valued: req.facts.valued,
         metadata: req.facts.metadata.clone(),
         decision: verdict.outcome,
         status,
@@ -453,6 +478,16 @@ fn new_intent(req: &DecisionRequest, digest: String, verdict: &Verdict, clock: &
         expires_at_unix: held.then(|| clock.unix.saturating_add(req.hold_expiry_secs)),
         reservation: None,
         request_body: held.then(|| req.body.clone()),
+        query: if held {
+            req.query.clone()
+        } else {
+            String::new()
+        },
+        request_headers: if held {
+            req.headers.clone()
+        } else {
+            Vec::new()
+        },
         attempts: 0,
         response: None,
         upstream_id: None,
@@ -465,15 +500,14 @@ pub(crate) fn reserve_in(
     intent: &Intent,
     clock: &Clock,
 ) -> Result<Option<Reservation>> {
-    let (Some(amount), Some(currency)) = (intent.amount, intent.currency.as_deref()) else {
+    let (Some(amount), Some(currency)) = (counted_amount(intent), intent.currency.as_deref())
+    else {
         return Ok(None);
     };
-    if intent.class != OperationClass::MoveMoney || !counts_toward_caps(&intent.operation) {
-        return Ok(None);
-    }
     let counters = spend::counters_for(
         &intent.org,
         &intent.agent,
+        &intent.account,
         currency,
         &intent.operation,
         clock.unix,
@@ -487,12 +521,20 @@ pub(crate) fn reserve_in(
     }))
 }
 
-/// POLICIES.md: confirm and capture act on an amount already counted at create/update.
-fn counts_toward_caps(operation: &str) -> bool {
-    !matches!(
-        operation,
-        "payment_intents.confirm" | "payment_intents.capture"
-    )
+/// What an intent adds to spend: its `counted` amount (the increase of an authorization, the
+/// excess of a capture, the whole value of a payment). Intents stored before `counted` existed
+/// count their amount when they moved money, except confirm and capture, whose amount was
+/// counted at creation.
+fn counted_amount(intent: &Intent) -> Option<i64> {
+    if intent.counted.is_some() {
+        return intent.counted.filter(|_| intent.amount.is_some());
+    }
+    let legacy_counted = intent.class == OperationClass::MoveMoney
+        && !matches!(
+            intent.operation.as_str(),
+            "payment_intents.confirm" | "payment_intents.capture"
+        );
+    intent.amount.filter(|_| legacy_counted)
 }
 
 /// The state an upstream status leads to: 2xx spends, a definitive 4xx releases, anything else
@@ -559,6 +601,7 @@ fn release_in(txn: &redb::WriteTransaction, intent: &mut Intent) -> Result<()> {
             spend::counters_for(
                 &intent.org,
                 &intent.agent,
+                &intent.account,
                 &currency,
                 &intent.operation,
                 r.window_unix,

@@ -269,6 +269,16 @@ pub struct Intent {
     pub currency: Option<String>,
     /// Customer / destination / account.
     pub counterparty: String,
+    /// The connected account acted on (`Stripe-Account` / `Stripe-Context`); `""` = platform.
+    #[serde(default)]
+    pub account: String,
+    /// Minor units counted toward caps (see `RequestFacts::counted`); `None` for intents stored
+    /// before this field existed, which count their whole `amount` when they move money.
+    #[serde(default)]
+    pub counted: Option<i64>,
+    /// Whether the guard could value the request (`false`: held unless a policy names it).
+    #[serde(default = "default_true")]
+    pub valued: bool,
     /// Stripe metadata.
     pub metadata: BTreeMap<String, String>,
     /// The decision.
@@ -296,6 +306,13 @@ pub struct Intent {
     /// Request bytes, kept for holds (the executor sends them after approval).
     #[serde(default, with = "b64_opt")]
     pub request_body: Option<Vec<u8>>,
+    /// The query string of the request (`""` when none; DELETE parameters travel here).
+    #[serde(default)]
+    pub query: String,
+    /// The allowlisted request headers (`Stripe-Version`, `Stripe-Account`, `Stripe-Context`,
+    /// `Content-Type`, ...), kept for holds so the executor sends exactly what was asked.
+    #[serde(default)]
+    pub request_headers: Vec<(String, String)>,
     /// Idempotency-Key sent upstream, derived from the intent id.
     pub upstream_idempotency_key: String,
     /// Upstream attempts so far.
@@ -387,4 +404,8 @@ mod tests {
             vec!["org_a|org|usd|daily|0|x".to_string()]
         );
     }
+}
+
+fn default_true() -> bool {
+    true
 }

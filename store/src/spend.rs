@@ -39,12 +39,16 @@ fn window_prefix(
 pub(crate) fn counters_for(
     org: &OrgId,
     agent: &AgentId,
+    account: &str,
     currency: &str,
     op: &str,
     now: i64,
 ) -> Vec<String> {
-    let scopes = [CapScope::Org, CapScope::Agent(agent.to_string())];
-    let mut keys = Vec::with_capacity(8);
+    let mut scopes = vec![CapScope::Org, CapScope::Agent(agent.to_string())];
+    if !account.is_empty() {
+        scopes.push(CapScope::Account(account.to_string()));
+    }
+    let mut keys = Vec::with_capacity(4 * scopes.len());
     for scope in &scopes {
         for interval in WINDOWED {
             keys.push(format!(
@@ -190,7 +194,8 @@ pub(crate) fn view(
             context(t, org, &CapScope::Org, currency, now)?,
         )
     };
-    let amount = facts.amount.as_ref().map_or(0, |a| a.minor);
+    // What this request would add to spend (the increase, the excess...), not its face value.
+    let amount = facts.counted.unwrap_or(0);
     let mut checks = Vec::new();
     for cap in caps.iter().filter(|c| c.applies_to(facts, agent.as_str())) {
         let spent = spent(

@@ -521,6 +521,8 @@ mod tests {
             idempotency_key: key.into(),
             method: "POST".into(),
             path: path.into(),
+            query: String::new(),
+            headers: Vec::new(),
             body: body.as_bytes().to_vec(),
             facts,
             hold_expiry_secs: 3600,

@@ -104,6 +104,8 @@ async fn payment(
         idempotency_key: format!("audit-bench-{n}"),
         method: "POST".into(),
         path: PATH.into(),
+        query: String::new(),
+        headers: Vec::new(),
         body: BODY.to_vec(),
         facts,
         hold_expiry_secs: 86_400,
