@@ -36,6 +36,7 @@ e2e: venv
 
 ## lint: formatting and clippy, warnings are errors
 lint: sysdeps
+	$(PYTHON) policies/tools/gen_operations.py --check
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
