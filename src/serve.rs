@@ -37,6 +37,9 @@ pub fn generate_password() -> String {
 pub fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     let store = Arc::new(open_store(&cfg)?);
     bootstrap_if_empty(&store, &cfg)?;
+    for org in store.upgrade_default_policies(policies::PREVIOUS_DEFAULT_POLICY_TEXTS)? {
+        tracing::warn!(org = %org, "the organization ran the previous default policy set; the current default is now active");
+    }
     let recovered = store.recover_in_flight()?;
     if recovered > 0 {
         tracing::warn!(

@@ -28,8 +28,8 @@ pub use form::{FormError, FormLimits, FormValue, parse_form, parse_json};
 pub use money::{Amount, Currency};
 pub use operations::{Operation, OperationTable, Valuation, operation_table};
 pub use policy_set::{
-    CompiledPolicies, DEFAULT_POLICY_TEXT, Diagnostic, MAX_APPROVALS, PolicyEffect, PolicyMeta,
-    SCHEMA_TEXT, compile,
+    CompiledPolicies, DEFAULT_POLICY_TEXT, Diagnostic, MAX_APPROVALS,
+    PREVIOUS_DEFAULT_POLICY_TEXTS, PolicyEffect, PolicyMeta, SCHEMA_TEXT, compile,
 };
 pub use valuation::{Lookups, MAX_LOOKUPS};
 pub use verdict::{

@@ -17,6 +17,11 @@ pub const SCHEMA_TEXT: &str = include_str!("../schema.cedarschema");
 /// The policy set a new organization starts with (`policies/default.cedar`).
 pub const DEFAULT_POLICY_TEXT: &str = include_str!("../default.cedar");
 
+/// Default sets earlier versions shipped, byte for byte: an organization still running one is
+/// moved to [`DEFAULT_POLICY_TEXT`] at startup (see `Store::upgrade_default_policies`).
+pub const PREVIOUS_DEFAULT_POLICY_TEXTS: &[&str] =
+    &[include_str!("../previous/default-2026-12-02.cedar")];
+
 /// Most distinct human approvals a `@approvals("N")` may ask for.
 pub const MAX_APPROVALS: u32 = 10;
 

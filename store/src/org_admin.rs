@@ -53,6 +53,38 @@ impl Store {
         Ok(m.map(|m| m.role))
     }
 
+    /// Organizations whose active policy set is, byte for byte, a default set an earlier version
+    /// shipped get the current default as a new version (audited, actor `system:upgrade`), so
+    /// an organization nobody customized keeps meaning "the safe default" when operations gain
+    /// names (issue 11: the old default's `action == Action::"read"` matches no named read).
+    /// Customized sets are left alone. Returns the organizations upgraded.
+    pub fn upgrade_default_policies(&self, previous_defaults: &[&str]) -> Result<Vec<OrgId>> {
+        let orgs: Vec<OrgId> = {
+            let r = self.read()?;
+            let t = r.open_table(ORGS)?;
+            let mut ids = Vec::new();
+            for row in t.iter()? {
+                let (_, v) = row?;
+                let org: Org = serde_json::from_slice(v.value())?;
+                ids.push(org.id);
+            }
+            ids
+        };
+        let mut upgraded = Vec::new();
+        for org in orgs {
+            let active = self.active_policy(&org)?;
+            if previous_defaults.contains(&active.text.as_str()) {
+                self.set_policy(
+                    &org,
+                    policies::DEFAULT_POLICY_TEXT,
+                    &Actor::System("upgrade".into()),
+                )?;
+                upgraded.push(org);
+            }
+        }
+        Ok(upgraded)
+    }
+
     /// Every membership of a user, with the organization.
     pub fn memberships_of(&self, user: &UserId) -> Result<Vec<(Org, Role)>> {
         let r = self.read()?;
