@@ -179,6 +179,7 @@ GET_VERBS = {"search", "find", "upcoming", "preview"}
 # Names the path rule gets wrong (a POST that creates though no GET lists the collection).
 NAMES = {
     ("POST", "/v1/accounts/{id}/login_links"): "accounts.login_links.create",
+    ("GET", "/v1/quotes/{id}/pdf"): "quotes.pdf",
     ("POST", "/v1/terminal/connection_tokens"): "terminal.connection_tokens.create",
     ("POST", "/v2/core/account_links"): "v2.core.account_links.create",
     ("POST", "/v2/billing/meter_event_session"): "v2.billing.meter_event_session.create",
@@ -190,7 +191,15 @@ NAMES = {
 }
 
 # Names of singleton resources: a POST to them updates, a GET retrieves.
-SINGLETONS = {"/v1/balance_settings": "update", "/v1/tax/settings": "update"}
+SINGLETONS = {
+    "/v1/account": "update",
+    "/v1/balance": "update",
+    "/v1/balance_settings": "update",
+    "/v1/billing/credit_balance_summary": "update",
+    "/v1/customers/{id}/cash_balance": "update",
+    "/v1/tax/settings": "update",
+    "/v2/money_management/payout_methods_bank_account_spec": "update",
+}
 
 
 def load_pinned():
