@@ -367,6 +367,10 @@ mod b64_opt {
     }
 }
 
+fn default_true() -> bool {
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::IntentStatus::*;
@@ -404,8 +408,4 @@ mod tests {
             vec!["org_a|org|usd|daily|0|x".to_string()]
         );
     }
-}
-
-fn default_true() -> bool {
-    true
 }
