@@ -14,6 +14,8 @@
 #   BENCH_PROFILE=1        also sample the guard with perf during a guard-allow closed loop
 #   BENCH_SKIP_BUILD=1     do not run cargo build first
 #   BENCH_KEEP=1           keep the temporary directory (logs, data dirs)
+#   BENCH_GUARD_BIN=path   benchmark another payment-guard binary (an A/B against an older
+#                          commit, same minutes); the load generator and stub stay this tree's
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -32,7 +34,7 @@ else
 fi
 
 BIN=$ROOT/target/release
-GUARD=$BIN/payment-guard
+GUARD=${BENCH_GUARD_BIN:-$BIN/payment-guard}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/pg-bench.XXXXXX")
 RESULTS=${BENCH_RESULTS:-}
 if [[ -z $RESULTS ]]; then
