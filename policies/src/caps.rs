@@ -352,8 +352,20 @@ mod tests {
         };
         let pay = facts("POST", "/v1/payment_intents", "amount=100&currency=usd");
         let eur = facts("POST", "/v1/payment_intents", "amount=100&currency=eur");
+        // Offline, a confirm is not valued: it has no amount to count.
         let confirm = facts("POST", "/v1/payment_intents/pi_1/confirm", "");
         let refund = facts("POST", "/v1/refunds", "amount=100&currency=usd&charge=ch_1");
+        let read = facts("GET", "/v1/charges", "");
+        let subscription = facts(
+            "POST",
+            "/v1/subscriptions",
+            "customer=cus_1&items[0][price_data][unit_amount]=100&items[0][price_data][currency]=usd&items[0][price_data][product]=prod_1&items[0][price_data][recurring][interval]=month",
+        );
+        // Seen by policies but counted when the intent was created (a normal capture).
+        let seen = RequestFacts {
+            counted: None,
+            ..pay.clone()
+        };
         let org = cap(CapInterval::Daily, 1, OnExceed::Hold);
         let agent = Cap {
             scope: CapScope::Agent("agt_1".into()),
@@ -363,10 +375,20 @@ mod tests {
             operations: Some(vec!["refunds.create".into()]),
             ..org.clone()
         };
+        let subscriptions = Cap {
+            operations: Some(vec!["subscriptions.create".into()]),
+            ..org.clone()
+        };
         let cases = [
             (&org, &pay, "agt_1", true),
             (&org, &eur, "agt_1", false),
             (&org, &confirm, "agt_1", false),
+            (&org, &seen, "agt_1", false),
+            (&org, &read, "agt_1", false),
+            // Commitments count only toward caps that list them.
+            (&org, &subscription, "agt_1", false),
+            (&subscriptions, &subscription, "agt_1", true),
+            (&subscriptions, &pay, "agt_1", false),
             (&agent, &pay, "agt_1", true),
             (&agent, &pay, "agt_2", false),
             (&refunds_only, &pay, "agt_1", false),
@@ -383,6 +405,38 @@ mod tests {
         }
     }
 
+    #[test]
+    fn account_scope_matches_the_connected_account() {
+        let on = |account: &str| {
+            let raw = crate::classify::RawRequest {
+                method: "POST",
+                path: "/v1/payment_intents",
+                query: "",
+                content_type: Some("application/x-www-form-urlencoded"),
+                body: b"amount=100&currency=usd",
+                account,
+            };
+            crate::classify::classify_request(
+                &raw,
+                &FormLimits::default(),
+                &crate::valuation::Lookups::offline(),
+            )
+            .unwrap()
+        };
+        let acct_1 = Cap {
+            scope: "account:acct_1".parse().unwrap(),
+            ..cap(CapInterval::Daily, 1, OnExceed::Hold)
+        };
+        assert_eq!(acct_1.scope, CapScope::Account("acct_1".into()));
+        assert!(acct_1.applies_to(&on("acct_1"), "agt_1"));
+        assert!(acct_1.applies_to(&on("acct_1"), "agt_2"), "every agent");
+        assert!(!acct_1.applies_to(&on("acct_2"), "agt_1"));
+        assert!(!acct_1.applies_to(&on(""), "agt_1"), "not the platform");
+        // Org and agent caps count connected-account requests too.
+        let org = cap(CapInterval::Daily, 1, OnExceed::Hold);
+        assert!(org.applies_to(&on("acct_1"), "agt_1"));
+    }
+
     proptest::proptest! {
         #[test]
         fn window_contains_now(now in proptest::prelude::any::<i64>()) {
@@ -395,10 +449,21 @@ mod tests {
 
     #[test]
     fn text_forms_round_trip() {
-        for scope in ["org", "agent:agt_1"] {
+        for scope in ["org", "agent:agt_1", "account:acct_1"] {
             assert_eq!(scope.parse::<CapScope>().unwrap().to_string(), scope);
         }
-        for bad in ["", "agent:", "Org", "user:x"] {
+        let long = format!("account:{}", "a".repeat(256));
+        for bad in [
+            "",
+            "agent:",
+            "Org",
+            "user:x",
+            "account:",
+            "account:acct-1",
+            "account:acct_1/x",
+            "account: acct_1",
+            long.as_str(),
+        ] {
             assert!(bad.parse::<CapScope>().is_err(), "{bad}");
         }
         for interval in CapInterval::ALL {
@@ -417,5 +482,12 @@ mod tests {
         let again: Cap = serde_json::from_value(serde_json::to_value(&cap).unwrap()).unwrap();
         assert_eq!(again, cap);
         assert!(serde_json::from_str::<Cap>(&json.replace("agent:agt_7", "team")).is_err());
+        let account: Cap =
+            serde_json::from_str(&json.replace("agent:agt_7", "account:acct_9")).unwrap();
+        assert_eq!(account.scope, CapScope::Account("acct_9".into()));
+        assert_eq!(
+            serde_json::to_value(&account).unwrap()["scope"],
+            "account:acct_9"
+        );
     }
 }

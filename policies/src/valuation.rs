@@ -88,7 +88,8 @@ impl Cx<'_> {
     }
 
     /// Several objects at once (one round trip of lookups). More than [`MAX_LOOKUPS`]: all
-    /// `None`, so the request is not valued.
+    /// `None`, so the request is not valued. Objects beyond [`MAX_LOOKUPS`] for the whole
+    /// request (over all rounds) are not asked for either: they answer `None`.
     fn lookup_all(&self, paths: Vec<String>) -> Result<Vec<Option<&Json>>, FactsError> {
         if paths.len() > MAX_LOOKUPS {
             return Ok(vec![None; paths.len()]);
@@ -99,7 +100,7 @@ impl Cx<'_> {
                 .filter(|p| !self.lookups.objects.contains_key(*p))
                 .cloned()
                 .collect();
-            if !missing.is_empty() {
+            if !missing.is_empty() && self.lookups.objects.len() + missing.len() <= MAX_LOOKUPS {
                 return Err(FactsError::NeedsLookup(missing));
             }
         }
@@ -523,7 +524,11 @@ fn refund_of(cx: &Cx<'_>, object: String, counterparty: String) -> Result<Value,
         return Ok(Value::unvaluable());
     };
     let received = json_minor(obj, "amount_received").or_else(|| json_minor(obj, "amount"));
-    let left = received.map(|r| r.saturating_sub(json_minor(obj, "amount_refunded").unwrap_or(0)));
+    // More refunded than received: the object is inconsistent, not "nothing left" (never a
+    // negative amount, which would lower the spend counted toward caps).
+    let left = received
+        .map(|r| r.saturating_sub(json_minor(obj, "amount_refunded").unwrap_or(0)))
+        .filter(|left| *left >= 0);
     match (
         asked.or(left),
         stated.or_else(|| json_currency(obj, "currency")),
@@ -547,7 +552,8 @@ fn remainder(
         return Ok(Value::unvaluable());
     };
     let left = json_minor(obj, "amount")
-        .map(|a| a.saturating_sub(json_minor(obj, reduced_by).unwrap_or(0)));
+        .map(|a| a.saturating_sub(json_minor(obj, reduced_by).unwrap_or(0)))
+        .filter(|left| *left >= 0);
     match (asked.or(left), json_currency(obj, "currency")) {
         (Some(minor), Some(currency)) => Ok(Value::counted(Amount { minor, currency })
             .with_counterparty(json_str(obj, counterparty_field))),
@@ -800,7 +806,8 @@ fn price_ids(params: &FormValue, list: &str, count: usize) -> Result<Vec<String>
             vec![list, &index, "price"],
             vec![list, &index, "pricing", "price"],
         ] {
-            if let Some(id) = str_at(params, &path)? {
+            // Only Stripe ids: `item_price` never looks up another, so neither may this.
+            if let Some(id) = str_at(params, &path)?.filter(|id| is_object_id(id)) {
                 ids.push(format!("/v1/prices/{id}"));
             }
         }
@@ -883,7 +890,14 @@ fn add_items(
         return Ok(());
     };
     let count = list_len(items, list)?;
-    cx.lookup_all(price_ids(cx.params, list, count)?)?;
+    let ids = price_ids(cx.params, list, count)?;
+    if ids.len() > MAX_LOOKUPS {
+        // More stored prices than the guard looks up for one request: not valued (rather
+        // than one round trip per price).
+        basket.unpriced = true;
+        return Ok(());
+    }
+    cx.lookup_all(ids)?;
     for i in 0..count {
         let index = i.to_string();
         let item = [list, index.as_str()];
@@ -1035,7 +1049,11 @@ fn subscription_item(cx: &Cx<'_>) -> Result<Value, FactsError> {
         return Ok(Value::none());
     }
     if !has_price {
-        // A new quantity of the item's current price.
+        // A new quantity of the item's current price. A new item without a price has none
+        // to look up (`/v1/subscription_items/` would be the list).
+        if cx.ids.is_empty() {
+            return Ok(Value::unvaluable());
+        }
         let Some(item) = cx.lookup(format!("/v1/subscription_items/{}", cx.id(0)))? else {
             return Ok(Value::unvaluable());
         };
