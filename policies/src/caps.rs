@@ -354,7 +354,12 @@ mod tests {
         let eur = facts("POST", "/v1/payment_intents", "amount=100&currency=eur");
         // Offline, a confirm is not valued: it has no amount to count.
         let confirm = facts("POST", "/v1/payment_intents/pi_1/confirm", "");
-        let refund = facts("POST", "/v1/refunds", "amount=100&currency=usd&charge=ch_1");
+        // A refund to a customer balance states its own currency (no charge to look up).
+        let refund = facts(
+            "POST",
+            "/v1/refunds",
+            "amount=100&currency=usd&customer=cus_1",
+        );
         let read = facts("GET", "/v1/charges", "");
         let subscription = facts(
             "POST",

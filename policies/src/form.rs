@@ -210,7 +210,7 @@ pub fn parse_json(body: &[u8], limits: &FormLimits) -> Result<FormValue, FormErr
         return Ok(FormValue::Map(BTreeMap::new()));
     }
     // serde_json refuses nesting beyond 128 levels before building anything deeper.
-    let value: serde_json::Value =
+    let StrictJson(value) =
         serde_json::from_slice(body).map_err(|e| FormError::BadJson(e.to_string()))?;
     if !value.is_object() {
         return Err(FormError::BadJson("the body must be a JSON object".into()));
@@ -218,6 +218,72 @@ pub fn parse_json(body: &[u8], limits: &FormLimits) -> Result<FormValue, FormErr
     let max_depth = limits.max_depth.min(DEPTH_CEILING);
     let mut count = 0usize;
     json_node(&value, "", 0, max_depth, limits.max_params, &mut count)
+}
+
+/// A JSON value whose objects never repeat a key. serde_json keeps the last of two equal keys
+/// silently; Stripe might read the first, so a body with both is refused, as a form body with
+/// a repeated parameter is.
+struct StrictJson(serde_json::Value);
+
+impl<'de> serde::Deserialize<'de> for StrictJson {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(StrictJson)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(StrictJson(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(serde_json::Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let StrictJson(value) = map.next_value()?;
+            if out.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!(
+                    "key `{}` is given more than once",
+                    truncate(&key)
+                )));
+            }
+            out.insert(key, value);
+        }
+        Ok(serde_json::Value::Object(out))
+    }
 }
 
 fn json_node(
@@ -566,6 +632,26 @@ mod tests {
         for (body, want) in cases {
             assert_eq!(parse(body).as_ref(), Err(want), "{body}");
         }
+    }
+
+    #[test]
+    fn json_duplicate_keys_are_refused_at_any_depth() {
+        let limits = FormLimits::default();
+        for body in [
+            r#"{"amount":1,"amount":2}"#,
+            r#"{"amount":{"value":1,"currency":"usd","value":100000}}"#,
+            r#"{"to":[{"a":1,"a":1}]}"#,
+        ] {
+            assert!(
+                matches!(parse_json(body.as_bytes(), &limits), Err(FormError::BadJson(m)) if m.contains("more than once")),
+                "{body}"
+            );
+        }
+        let ok = parse_json(br#"{"amount":{"value":1},"value":2}"#, &limits).unwrap();
+        assert_eq!(
+            ok.path(&["amount", "value"]),
+            Some(&FormValue::Str("1".into()))
+        );
     }
 
     #[test]

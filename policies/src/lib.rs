@@ -29,7 +29,7 @@ pub use money::{Amount, Currency};
 pub use operations::{Operation, OperationTable, Valuation, operation_table};
 pub use policy_set::{
     CompiledPolicies, DEFAULT_POLICY_TEXT, Diagnostic, MAX_APPROVALS,
-    PREVIOUS_DEFAULT_POLICY_TEXTS, PolicyEffect, PolicyMeta, SCHEMA_TEXT, compile,
+    PREVIOUS_DEFAULT_POLICY_TEXTS, PolicyEffect, PolicyMeta, SCHEMA_TEXT, compile, compile_stored,
 };
 pub use valuation::{Lookups, MAX_LOOKUPS};
 pub use verdict::{

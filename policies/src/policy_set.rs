@@ -211,10 +211,24 @@ struct Statement {
 /// Parses, checks annotations, and validates `text` against the schema (strict mode). Every
 /// problem found is returned; an empty text is a valid set that denies everything.
 pub fn compile(text: &str) -> Result<CompiledPolicies, Vec<Diagnostic>> {
+    compile_checked(text, true)
+}
+
+/// [`compile`] for a set stored by an earlier version: it skips the checks added since (a
+/// group named with `==`, which never matches), so such a set keeps loading and fails closed
+/// where it never matches, rather than stopping every decision of its organization.
+pub fn compile_stored(text: &str) -> Result<CompiledPolicies, Vec<Diagnostic>> {
+    compile_checked(text, false)
+}
+
+fn compile_checked(text: &str, strict: bool) -> Result<CompiledPolicies, Vec<Diagnostic>> {
     let shipped = shipped().map_err(|d| vec![d])?;
     let parsed = PolicySet::from_str(text)
         .map_err(|errors| errors.iter().map(|e| located(text, e)).collect::<Vec<_>>())?;
     let (statements, mut diagnostics) = statements(text, &parsed);
+    if strict {
+        diagnostics.extend(statements.iter().filter_map(|s| group_equality(text, s)));
+    }
     let (set, ids, meta) = rename(text, statements, &mut diagnostics);
     let result = shipped.validator.validate(&set, ValidationMode::Strict);
     diagnostics.extend(result.validation_errors().map(|e| located(text, e)));
@@ -233,6 +247,27 @@ pub fn compile(text: &str) -> Result<CompiledPolicies, Vec<Diagnostic>> {
         actions: shipped.actions.clone(),
         ids,
         meta,
+    })
+}
+
+/// The action groups of the schema: every request's action is a member, never a group itself.
+const ACTION_GROUPS: [&str; 5] = ["move_money", "commit_money", "admin", "write", "read"];
+
+/// `action == Action::"read"` validates but matches no request (every read has its own name):
+/// a policy that silently never applies is refused, with the fix in the message.
+fn group_equality(text: &str, statement: &Statement) -> Option<Diagnostic> {
+    let ActionConstraint::Eq(uid) = statement.policy.action_constraint() else {
+        return None;
+    };
+    let group = uid.id().unescaped();
+    ACTION_GROUPS.contains(&group).then(|| {
+        at(
+            text,
+            statement.offset,
+            format!(
+                "`action == Action::\"{group}\"` matches no request: `{group}` is a group of operations; write `action in Action::\"{group}\"`"
+            ),
+        )
     })
 }
 

@@ -516,10 +516,9 @@ fn charge_refund(cx: &Cx<'_>) -> Result<Value, FactsError> {
 
 fn refund_of(cx: &Cx<'_>, object: String, counterparty: String) -> Result<Value, FactsError> {
     let asked = optional_minor(cx.params, &["amount"])?;
-    let stated = optional_currency(cx.params, &["currency"])?;
-    if let (Some(minor), Some(currency)) = (asked, stated.clone()) {
-        return Ok(Value::counted(Amount { minor, currency }).with_counterparty(counterparty));
-    }
+    // The charge's currency, always read from the rail: a refund of a charge is in its
+    // currency whatever `currency` the request states, so a stated `jpy` on a `usd` charge
+    // cannot slip the amount past the `usd` caps.
     let Some(obj) = cx.lookup(object)? else {
         return Ok(Value::unvaluable());
     };
@@ -529,10 +528,7 @@ fn refund_of(cx: &Cx<'_>, object: String, counterparty: String) -> Result<Value,
     let left = received
         .map(|r| r.saturating_sub(json_minor(obj, "amount_refunded").unwrap_or(0)))
         .filter(|left| *left >= 0);
-    match (
-        asked.or(left),
-        stated.or_else(|| json_currency(obj, "currency")),
-    ) {
+    match (asked.or(left), json_currency(obj, "currency")) {
         (Some(minor), Some(currency)) => {
             Ok(Value::counted(Amount { minor, currency }).with_counterparty(counterparty))
         }

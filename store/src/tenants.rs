@@ -378,7 +378,7 @@ impl Store {
             &format!("{}|{:010}", org.id, org.active_policy_version),
         )?
         .ok_or(StoreError::NotFound("policy version"))?;
-        let compiled = policies::compile(&pv.text).map_err(|d| {
+        let compiled = policies::compile_stored(&pv.text).map_err(|d| {
             StoreError::Corrupt(format!(
                 "stored policy set no longer compiles: {} diagnostics",
                 d.len()

@@ -110,8 +110,10 @@ fn classifies_operations_offline() {
         ("POST", "/v1/charges", "amount=2000&currency=usd&destination[account]=acct_8", "charges.create", MoveMoney, amount(2000, "usd"), Some(2000), true, "acct_8"),
         ("POST", "/v1/charges", "amount=2000&currency=usd&transfer_data[destination]=acct_7", "charges.create", MoveMoney, amount(2000, "usd"), Some(2000), true, "acct_7"),
         ("POST", "/v1/refunds", "amount=150&currency=usd&customer=cus_1", "refunds.create", MoveMoney, amount(150, "usd"), Some(150), true, ""),
-        ("POST", "/v1/refunds", "amount=150&currency=usd&payment_intent=pi_1&charge=ch_1", "refunds.create", MoveMoney, amount(150, "usd"), Some(150), true, "pi_1"),
-        ("POST", "/v1/refunds", "amount=150&currency=usd&charge=ch_1", "refunds.create", MoveMoney, amount(150, "usd"), Some(150), true, "ch_1"),
+        // A refund of a charge is in the charge's currency: read from the rail even when the
+        // request states one, so offline it is not valued.
+        ("POST", "/v1/refunds", "amount=150&currency=usd&payment_intent=pi_1&charge=ch_1", "refunds.create", MoveMoney, None, None, false, ""),
+        ("POST", "/v1/refunds", "amount=150&currency=usd&charge=ch_1", "refunds.create", MoveMoney, None, None, false, ""),
         ("POST", "/v1/transfers", "amount=1000&currency=usd&destination=acct_1", "transfers.create", MoveMoney, amount(1000, "usd"), Some(1000), true, "acct_1"),
         ("POST", "/v1/payouts", "amount=1000&currency=usd", "payouts.create", MoveMoney, amount(1000, "usd"), Some(1000), true, ""),
         ("POST", "/v1/payouts", "amount=1000&currency=usd&destination=ba_1", "payouts.create", MoveMoney, amount(1000, "usd"), Some(1000), true, "ba_1"),
