@@ -98,6 +98,11 @@ pub struct RequestFacts {
     pub valued: bool,
     /// Customer, destination or connected account id; `""` when none.
     pub counterparty: String,
+    /// The object whose creation counted the money this request moves (the PaymentIntent a
+    /// confirm or capture settles); `""` when none. When the guard never counted that creation
+    /// (the object was made outside the guard), the store counts this request in full.
+    #[serde(default)]
+    pub settles: String,
     /// The connected account acted on (`Stripe-Account`, or `Stripe-Context`); `""` = platform.
     pub account: String,
     /// A subscription's billing interval (`month`, `year`, ...); `""` when none.
@@ -248,6 +253,7 @@ pub fn classify_request(
         counted: value.counted,
         valued: value.valued,
         counterparty: value.counterparty,
+        settles: value.settles,
         account: req.account.to_owned(),
         interval: value.interval,
         expand: expand(&params)?,

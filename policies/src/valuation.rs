@@ -119,6 +119,8 @@ pub struct Value {
     pub(crate) valued: bool,
     pub(crate) counterparty: String,
     pub(crate) interval: String,
+    /// See `RequestFacts::settles`.
+    pub(crate) settles: String,
 }
 
 impl Value {
@@ -153,6 +155,12 @@ impl Value {
             valued: true,
             ..Value::default()
         }
+    }
+
+    /// Money whose counting belongs to `object`'s creation (see `RequestFacts::settles`).
+    fn settling(mut self, object: &str) -> Value {
+        self.settles = object.to_owned();
+        self
     }
 
     fn with_counterparty(mut self, counterparty: impl Into<String>) -> Value {
@@ -423,7 +431,9 @@ fn settle_intent(cx: &Cx<'_>, id: &str) -> Result<Value, FactsError> {
     }
     Ok(match cx.lookup(payment_intent_path(id))? {
         Some(pi) => match object_amount(pi, "amount") {
-            Some(amount) => Value::seen(amount).with_counterparty(json_str(pi, "customer")),
+            Some(amount) => Value::seen(amount)
+                .settling(id)
+                .with_counterparty(json_str(pi, "customer")),
             None => Value::unvaluable(),
         },
         None => Value::unvaluable(),
@@ -437,7 +447,7 @@ fn payment_intent_capture(cx: &Cx<'_>) -> Result<Value, FactsError> {
     let Some(pi) = cx.lookup(payment_intent_path(cx.id(0)))? else {
         return Ok(Value::unvaluable());
     };
-    capture_value(pi, asked, "amount_capturable")
+    capture_value(pi, asked, "amount_capturable", cx.id(0))
 }
 
 fn charge_capture(cx: &Cx<'_>) -> Result<Value, FactsError> {
@@ -445,13 +455,14 @@ fn charge_capture(cx: &Cx<'_>) -> Result<Value, FactsError> {
     let Some(charge) = cx.lookup(format!("/v1/charges/{}", cx.id(0)))? else {
         return Ok(Value::unvaluable());
     };
-    capture_value(charge, asked, "amount")
+    capture_value(charge, asked, "amount", cx.id(0))
 }
 
 fn capture_value(
     object: &Json,
     asked: Option<i64>,
     default_field: &str,
+    id: &str,
 ) -> Result<Value, FactsError> {
     let (Some(authorized), Some(currency)) = (
         json_minor(object, "amount"),
@@ -469,6 +480,7 @@ fn capture_value(
         valued: true,
         counterparty: json_str(object, "customer"),
         interval: String::new(),
+        settles: id.to_owned(),
     })
 }
 
@@ -645,7 +657,9 @@ fn v2_payout_intent_confirm(cx: &Cx<'_>) -> Result<Value, FactsError> {
         amount.and_then(|a| json_currency(a, "currency")),
     ) {
         // Counted when the payout intent was created.
-        (Some(minor), Some(currency)) => Ok(Value::seen(Amount { minor, currency })),
+        (Some(minor), Some(currency)) => {
+            Ok(Value::seen(Amount { minor, currency }).settling(cx.id(0)))
+        }
         _ => Ok(Value::unvaluable()),
     }
 }

@@ -199,6 +199,19 @@ impl Store {
         let Some((rail_key, livemode)) = self.rail_key_in(txn, &req.org)? else {
             return Ok(Decision::RailNotConfigured);
         };
+        let counted_here;
+        let req =
+            match uncounted_settlement(&txn.open_table(UPSTREAM_OBJECTS)?, &req.org, &req.facts)? {
+                Some(facts) => {
+                    counted_here = DecisionRequest {
+                        facts,
+                        prepared: None,
+                        ..req.clone()
+                    };
+                    &counted_here
+                }
+                None => req,
+            };
         let verdict = self.evaluate_in(txn, &org, &agent, req, livemode, clock)?;
         let intent = new_intent(req, digest, &verdict, clock);
         let intent = self.record_decision_in(txn, intent, &verdict, clock)?;
@@ -576,6 +589,18 @@ pub(crate) fn settle_in(
     if next == IntentStatus::Failed {
         release_in(txn, &mut intent)?;
     }
+    // Remember what this intent created and counted, so settling it later (a confirm, a
+    // capture) is not counted a second time.
+    if next == IntentStatus::Succeeded
+        && intent.reservation.is_some()
+        && let Some(object) = intent.upstream_id.as_deref()
+    {
+        wal::insert(
+            &mut txn.open_table(UPSTREAM_OBJECTS)?,
+            &format!("{org}|{object}"),
+            intent.id.as_str().as_bytes(),
+        )?;
+    }
     save_intent(txn, &intent)?;
     let kind = format!("intent.{}", next.as_str());
     let data = json!({"intent": intent.id, "status": next.as_str(), "upstream_status": code,
@@ -615,6 +640,31 @@ fn release_in(txn: &redb::WriteTransaction, intent: &mut Intent) -> Result<()> {
     Ok(())
 }
 
+/// A request that moves money counted at an object's creation (a confirm or capture of a
+/// PaymentIntent: `RequestFacts::settles`) counts in full when no creation of that object was
+/// counted here: the object was made outside the guard, so this is the first time its money
+/// is seen moving. `None` when the facts stand as they are.
+fn uncounted_settlement(
+    objects: &impl redb::ReadableTable<&'static str, &'static [u8]>,
+    org: &OrgId,
+    facts: &RequestFacts,
+) -> Result<Option<RequestFacts>> {
+    let Some(amount) = facts.amount.as_ref() else {
+        return Ok(None);
+    };
+    if facts.settles.is_empty()
+        || objects
+            .get(format!("{org}|{}", facts.settles).as_str())?
+            .is_some()
+    {
+        return Ok(None);
+    }
+    Ok(Some(RequestFacts {
+        counted: Some(amount.minor),
+        ..facts.clone()
+    }))
+}
+
 impl Store {
     /// POLICIES.md "Simulation": evaluate a request for an agent against the active set or a
     /// candidate text, with current spend, changing nothing.
@@ -637,6 +687,8 @@ impl Store {
             None => self.active_policies(|| Ok(r.open_table(POLICY_VERSIONS)?), &org)?,
         };
         let clock = now();
+        let adjusted = uncounted_settlement(&r.open_table(UPSTREAM_OBJECTS)?, org_id, facts)?;
+        let facts = adjusted.as_ref().unwrap_or(facts);
         let caps: Vec<policies::Cap> = scan_json(&r.open_table(CAPS)?, &format!("{org_id}|"))?;
         let money = spend::view(
             &r.open_table(SPEND)?,

@@ -270,7 +270,7 @@ pub struct Intent {
     /// Customer / destination / account.
     pub counterparty: String,
     /// The connected account acted on (`Stripe-Account` / `Stripe-Context`); `""` = platform.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default)]
     pub account: String,
     /// Minor units counted toward caps (see `RequestFacts::counted`); `None` for intents stored
     /// before this field existed, which count their whole `amount` when they move money.
@@ -307,11 +307,11 @@ pub struct Intent {
     #[serde(default, with = "b64_opt")]
     pub request_body: Option<Vec<u8>>,
     /// The query string of the request (`""` when none; DELETE parameters travel here).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default)]
     pub query: String,
     /// The allowlisted request headers (`Stripe-Version`, `Stripe-Account`, `Stripe-Context`,
     /// `Content-Type`, ...), kept for holds so the executor sends exactly what was asked.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub request_headers: Vec<(String, String)>,
     /// Idempotency-Key sent upstream, derived from the intent id.
     pub upstream_idempotency_key: String,

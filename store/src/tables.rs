@@ -60,11 +60,15 @@ pub(crate) const AUDIT: Table = TableDefinition::new("audit");
 /// `{org}` → AuditHead
 pub(crate) const AUDIT_HEADS: Table = TableDefinition::new("audit_heads");
 
+/// `{org}|{upstream object id}` → intent id: objects whose creation succeeded through the guard
+/// and counted toward caps (a confirm or capture of one of them is not counted again)
+pub(crate) const UPSTREAM_OBJECTS: Table = TableDefinition::new("upstream_objects");
+
 /// `applied_lsn` → u64 (LE): the last batch of the writer's log that this state holds (wal.rs)
 pub(crate) const META: Table = TableDefinition::new("meta");
 
 /// Every table, created once at open so read transactions never meet a missing table.
-pub(crate) const ALL: [Table; 26] = [
+pub(crate) const ALL: [Table; 27] = [
     ORGS,
     USERS,
     USERS_BY_EMAIL,
@@ -90,6 +94,7 @@ pub(crate) const ALL: [Table; 26] = [
     USER_SECRETS,
     AUDIT,
     AUDIT_HEADS,
+    UPSTREAM_OBJECTS,
     META,
 ];
 
