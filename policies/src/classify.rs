@@ -239,7 +239,10 @@ pub fn classify_request(
                 Valuation::Unvaluable => Value::default(),
                 Valuation::Fields(valuer) | Valuation::Lookup(valuer) => valuer(&cx)?,
             };
-            (op.action, op.class, value)
+            match value.reclassified {
+                Some((action, class)) => (action, class, value),
+                None => (op.action, op.class, value),
+            }
         }
         None if method == "GET" => (UNLISTED_READ, OperationClass::Read, Value::none()),
         None => (UNKNOWN_OPERATION, OperationClass::Unknown, Value::default()),

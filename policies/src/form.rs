@@ -150,6 +150,9 @@ pub enum FormError {
         /// The parameter name.
         param: String,
     },
+    /// A `;` outside percent-encoding, which some parsers read as a separator.
+    #[error("`;` must be percent-encoded (%3B)")]
+    RawSemicolon,
     /// A `/v2` body that is not a JSON object.
     #[error("invalid JSON body: {0}")]
     BadJson(String),
@@ -184,6 +187,11 @@ enum Node {
 
 /// Parses a form body into a [`FormValue::Map`] root. An empty body is an empty map.
 pub fn parse_form(body: &[u8], limits: &FormLimits) -> Result<FormValue, FormError> {
+    // Some form parsers also split on `;` (Rack 2, old CGI): the guard would read one
+    // parameter where the rail reads two. SDKs always percent-encode it.
+    if body.contains(&b';') {
+        return Err(FormError::RawSemicolon);
+    }
     let max_depth = limits.max_depth.min(DEPTH_CEILING);
     let mut root = BTreeMap::new();
     let mut count = 0usize;
@@ -394,7 +402,8 @@ fn parse_key(
     };
     let name_end = key.find('[').unwrap_or(key.len());
     let (name, mut rest) = key.split_at(name_end);
-    if name.is_empty() || name.contains(']') {
+    // Whitespace around a name (`& amount=`) is trimmed by some parsers and not by others.
+    if name.is_empty() || name.contains(']') || name.trim() != name {
         return Err(bad());
     }
     let mut segments = Vec::new();
@@ -426,6 +435,12 @@ fn segment(inner: &str, key: &str, max_index: usize) -> Result<Segment, FormErro
     }
     if !inner.bytes().all(|b| b.is_ascii_digit()) {
         return Ok(Segment::Name(inner.to_owned()));
+    }
+    // `[00]` and `[0]` would be one element here and may be two elsewhere.
+    if inner.len() > 1 && inner.starts_with('0') {
+        return Err(FormError::BadName {
+            param: truncate(key),
+        });
     }
     // A body of at most `max_index` pairs cannot fill a list longer than that.
     match inner.parse::<usize>() {

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 
 use serde_json::Value as Json;
 
-use crate::classify::{FactsError, MAX_AMOUNT_MINOR, truncate};
+use crate::classify::{FactsError, MAX_AMOUNT_MINOR, OperationClass, truncate};
 use crate::form::FormValue;
 use crate::money::{Amount, Currency};
 
@@ -121,6 +121,9 @@ pub struct Value {
     pub(crate) interval: String,
     /// See `RequestFacts::settles`.
     pub(crate) settles: String,
+    /// What the request really is when a parameter makes it another operation (a customer
+    /// update that sets `balance` is a balance credit): the action and class to use instead.
+    pub(crate) reclassified: Option<(&'static str, OperationClass)>,
 }
 
 impl Value {
@@ -216,6 +219,8 @@ pub(crate) static VALUERS: &[(&str, Valuer)] = &[
     ("issuing_cardholder", issuing_cardholder),
     ("customer_balance", customer_balance),
     ("credit_grant", credit_grant),
+    ("customer_write", customer_write),
+    ("invoice_update", invoice_update),
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -308,6 +313,45 @@ fn customer_balance(cx: &Cx<'_>) -> Result<Value, FactsError> {
     let minor = i64::try_from(minor).map_err(|_| bad_amount("amount", raw))?;
     let currency = required_currency(cx.params, &["currency"])?;
     Ok(Value::counted(Amount { minor, currency }).with_counterparty(cx.id(0)))
+}
+
+/// Creating or updating a customer is a plain write, unless it sets `balance`: that credits
+/// (or debits) the customer as `customers.balance_transactions.create` does, so it is that
+/// operation, valued in the customer's currency (read from the rail on an update; a new
+/// customer has none yet, so it is not valued).
+fn customer_write(cx: &Cx<'_>) -> Result<Value, FactsError> {
+    let Some(raw) = str_at(cx.params, &["balance"])? else {
+        return Ok(Value::none());
+    };
+    let minor = parse_signed_minor("balance", raw)?.unsigned_abs();
+    let minor = i64::try_from(minor).map_err(|_| bad_amount("balance", raw))?;
+    let currency = match cx.ids.first() {
+        Some(id) => cx
+            .lookup(format!("/v1/customers/{id}"))?
+            .and_then(|c| json_currency(c, "currency")),
+        None => None,
+    };
+    let value = match currency {
+        Some(currency) => Value::counted(Amount { minor, currency }),
+        None => Value::unvaluable(),
+    };
+    Ok(Value {
+        reclassified: Some((
+            "customers.balance_transactions.create",
+            OperationClass::CommitMoney,
+        )),
+        ..value.with_counterparty(cx.id(0))
+    })
+}
+
+/// Updating a draft invoice is a commitment; a new shipping cost raises what the customer pays
+/// by an amount the guard does not see here.
+fn invoice_update(cx: &Cx<'_>) -> Result<Value, FactsError> {
+    if cx.params.get("shipping_cost").is_some() {
+        Ok(Value::unvaluable())
+    } else {
+        Ok(Value::none())
+    }
 }
 
 fn credit_grant(cx: &Cx<'_>) -> Result<Value, FactsError> {
@@ -481,6 +525,7 @@ fn capture_value(
         counterparty: json_str(object, "customer"),
         interval: String::new(),
         settles: id.to_owned(),
+        reclassified: None,
     })
 }
 
@@ -510,7 +555,10 @@ fn refund_create(cx: &Cx<'_>) -> Result<Value, FactsError> {
     let object = match (charge, pi) {
         (Some(ch), _) if is_object_id(ch) => format!("/v1/charges/{ch}"),
         (None, Some(pi)) if is_object_id(pi) => payment_intent_path(pi),
-        _ => {
+        // Named, but not as a plain id (`charge=`): Stripe may still refund the other one, in
+        // its currency. Never the stated-currency reading below.
+        (Some(_), _) | (_, Some(_)) => return Ok(Value::unvaluable()),
+        (None, None) => {
             // A refund to a customer balance or an unlinked refund states both itself.
             return match (cx.params.get("amount"), cx.params.get("currency")) {
                 (Some(_), Some(_)) => Ok(Value::counted(required_amount(cx.params, "amount")?)),
@@ -818,15 +866,37 @@ fn price_ids(params: &FormValue, list: &str, count: usize) -> Result<Vec<String>
         ] {
             // Only Stripe ids: `item_price` never looks up another, so neither may this.
             if let Some(id) = str_at(params, &path)?.filter(|id| is_object_id(id)) {
-                ids.push(format!("/v1/prices/{id}"));
+                ids.push(price_path(id));
             }
         }
     }
     Ok(ids)
 }
 
-fn item_price(cx: &Cx<'_>, item: &[&str]) -> Result<Priced, FactsError> {
+/// Where a stored Price is read: with its other currencies, which Stripe bills in when the
+/// request (or the customer) is in one of them.
+fn price_path(id: &str) -> String {
+    format!("/v1/prices/{id}?expand[]=currency_options")
+}
+
+/// One item's unit price in the currency `want` (the request's, or the invoice's), or in the
+/// price's own when the request names none and the price has no other currency. A price
+/// given both ways (`price` and `price_data`), a metered price, a price without a unit amount
+/// (tiers, decimals) or in a currency it has no option for: not priced (not valued).
+fn item_price(cx: &Cx<'_>, item: &[&str], want: Option<&Currency>) -> Result<Priced, FactsError> {
+    let unpriced = Priced {
+        unit: None,
+        currency: None,
+        interval: String::new(),
+    };
+    let stored = match str_at(cx.params, &join(item, &["price"]))? {
+        Some(id) => Some(id),
+        None => str_at(cx.params, &join(item, &["pricing", "price"]))?,
+    };
     if cx.params.path(&join(item, &["price_data"])).is_some() {
+        if stored.is_some() {
+            return Ok(unpriced);
+        }
         let unit = match str_at(cx.params, &join(item, &["price_data", "unit_amount"]))? {
             Some(raw) => Some(parse_minor(
                 &field_name(&join(item, &["price_data", "unit_amount"])),
@@ -846,27 +916,44 @@ fn item_price(cx: &Cx<'_>, item: &[&str]) -> Result<Priced, FactsError> {
             .to_owned(),
         });
     }
-    let id = match str_at(cx.params, &join(item, &["price"]))? {
-        Some(id) => Some(id),
-        None => str_at(cx.params, &join(item, &["pricing", "price"]))?,
+    let Some(id) = stored.filter(|id| is_object_id(id)) else {
+        return Ok(unpriced);
     };
-    let Some(id) = id else {
-        return Ok(Priced {
-            unit: None,
-            currency: None,
-            interval: String::new(),
-        });
+    let Some(price) = cx.lookup(price_path(id))? else {
+        return Ok(unpriced);
     };
-    let price = if is_object_id(id) {
-        cx.lookup(format!("/v1/prices/{id}"))?
-    } else {
-        None
+    let recurring = price.get("recurring").filter(|r| !r.is_null());
+    if recurring.is_some_and(|r| json_str(r, "usage_type") == "metered") {
+        return Ok(unpriced);
+    }
+    let own = json_currency(price, "currency");
+    let options = price
+        .get("currency_options")
+        .and_then(Json::as_object)
+        .map(|o| {
+            o.keys()
+                .filter(|k| Some(k.as_str()) != own.as_ref().map(Currency::as_str))
+                .count()
+        })
+        .unwrap_or(0);
+    let (unit, currency) = match (want, own) {
+        (Some(want), Some(own)) if *want == own => (json_minor(price, "unit_amount"), Some(own)),
+        (Some(want), _) => (
+            price
+                .get("currency_options")
+                .and_then(|o| o.get(want.as_str()))
+                .and_then(|o| json_minor(o, "unit_amount")),
+            Some(want.clone()),
+        ),
+        // No currency named: Stripe may bill in the customer's currency, which one of the
+        // price's other currencies could be.
+        (None, own) if options == 0 => (json_minor(price, "unit_amount"), own),
+        (None, _) => (None, None),
     };
     Ok(Priced {
-        unit: price.and_then(|p| json_minor(p, "unit_amount")),
-        currency: price.and_then(|p| json_currency(p, "currency")),
-        interval: price
-            .and_then(|p| p.get("recurring"))
+        unit,
+        currency,
+        interval: recurring
             .map(|r| json_str(r, "interval"))
             .unwrap_or_default(),
     })
@@ -919,7 +1006,14 @@ fn add_items(
             }
             continue;
         }
-        let priced = item_price(cx, &item)?;
+        // An existing item referred to by id keeps its own quantity unless one is given.
+        if cx.params.path(&[list, &index, "id"]).is_some()
+            && cx.params.path(&[list, &index, "quantity"]).is_none()
+        {
+            basket.unpriced = true;
+            continue;
+        }
+        let priced = item_price(cx, &item, fallback_currency)?;
         let quantity = item_quantity(cx.params, &item)?;
         match (
             priced.unit,
@@ -1046,8 +1140,15 @@ fn subscription(cx: &Cx<'_>) -> Result<Value, FactsError> {
     if cx.params.get("items").is_none() && cx.params.get("add_invoice_items").is_none() {
         return Ok(Value::none());
     }
+    if cx.params.get("backdate_start_date").is_some() {
+        // The first invoice prorates the whole backdated span: Stripe's figure, not ours.
+        return Ok(Value::unvaluable());
+    }
     let currency = optional_currency(cx.params, &["currency"])?;
-    let mut basket = Basket::default();
+    let mut basket = Basket {
+        currency: currency.clone(),
+        ..Basket::default()
+    };
     add_items(cx, &mut basket, "items", currency.as_ref())?;
     add_items(cx, &mut basket, "add_invoice_items", currency.as_ref())?;
     Ok(basket.value(counterparty(cx.params, &[&["customer"]])?))
@@ -1082,7 +1183,11 @@ fn subscription_item(cx: &Cx<'_>) -> Result<Value, FactsError> {
             },
         );
     }
-    let priced = item_price(cx, &[])?;
+    if !cx.ids.is_empty() && cx.params.get("quantity").is_none() {
+        // A new price for an existing item: Stripe keeps the item's quantity.
+        return Ok(Value::unvaluable());
+    }
+    let priced = item_price(cx, &[], None)?;
     let quantity = item_quantity(cx.params, &[])?;
     match (priced.unit, priced.currency) {
         (Some(unit), Some(currency)) => {
@@ -1133,6 +1238,7 @@ fn invoice_item(cx: &Cx<'_>) -> Result<Value, FactsError> {
         "pricing",
         "price",
         "quantity",
+        "unit_amount",
         "unit_amount_decimal",
     ];
     if priced_fields.iter().all(|f| cx.params.get(f).is_none()) {
@@ -1170,8 +1276,16 @@ fn single_item(
         }
         .with_counterparty(counterparty));
     }
-    let priced = item_price(cx, &[])?;
     let quantity = item_quantity(cx.params, &[])?;
+    if let Some(unit) = optional_minor(cx.params, &["unit_amount"])? {
+        return Ok(match (unit.checked_mul(quantity), currency) {
+            (Some(minor), Some(currency)) => Value::counted(Amount { minor, currency }),
+            (None, _) => return Err(bad_amount("quantity", "unit_amount × quantity overflows")),
+            _ => Value::unvaluable(),
+        }
+        .with_counterparty(counterparty));
+    }
+    let priced = item_price(cx, &[], currency.as_ref())?;
     Ok(match (priced.unit, priced.currency.or(currency)) {
         (Some(unit), Some(currency)) => match unit.checked_mul(quantity) {
             Some(minor) => Value::counted(Amount { minor, currency }),

@@ -146,6 +146,10 @@ REVIEWED = {
     ("POST", "/v1/issuing/cardholders"): (COMMIT, "fields:issuing_cardholder"),
     ("POST", "/v1/issuing/cardholders/{id}"): (COMMIT, "fields:issuing_cardholder"),
     ("POST", "/v1/customers/{id}/balance_transactions"): (COMMIT, "fields:customer_balance"),
+    # A plain write unless it sets `balance`: then it is a balance credit (valuation.rs).
+    ("POST", "/v1/customers"): (WRITE, "fields:customer_write"),
+    ("POST", "/v1/customers/{id}"): (WRITE, "lookup:customer_write"),
+    ("POST", "/v1/invoices/{id}"): (COMMIT, "fields:invoice_update"),
     ("POST", "/v1/billing/credit_grants"): (COMMIT, "fields:credit_grant"),
     # Who the account is, who receives its data, where its money goes, its keys.
     ("POST", "/v1/webhook_endpoints"): (ADMIN, "none"),

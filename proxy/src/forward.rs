@@ -25,19 +25,27 @@ pub(crate) const FORWARDED_REQUEST_HEADERS: [&str; 9] = [
     "x-stripe-client-user-agent",
 ];
 
-/// The allowlisted request headers of `headers`, names lower-cased, in arrival order.
+/// The allowlisted request headers of `headers`, names lower-cased, in arrival order. One of
+/// them given twice is refused (`Err(name)`): the guard would read one copy and the rail
+/// might read the other (two `Content-Type`s, two `Stripe-Version`s).
 pub(crate) fn allowlisted<'a>(
     headers: impl Iterator<Item = (&'a str, &'a [u8])>,
-) -> Vec<(String, String)> {
-    headers
-        .filter_map(|(k, v)| {
-            let name = k.to_ascii_lowercase();
-            let value = std::str::from_utf8(v).ok()?;
-            FORWARDED_REQUEST_HEADERS
-                .contains(&name.as_str())
-                .then(|| (name, value.to_string()))
-        })
-        .collect()
+) -> Result<Vec<(String, String)>, String> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (k, v) in headers {
+        let name = k.to_ascii_lowercase();
+        if !FORWARDED_REQUEST_HEADERS.contains(&name.as_str()) {
+            continue;
+        }
+        if out.iter().any(|(n, _)| *n == name) {
+            return Err(name);
+        }
+        let Ok(value) = std::str::from_utf8(v) else {
+            return Err(name);
+        };
+        out.push((name, value.to_string()));
+    }
+    Ok(out)
 }
 
 /// The one way a decided mutation reaches the rail (PROXY.md steps 5 and 6): the data path for

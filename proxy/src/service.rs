@@ -19,7 +19,9 @@ use store::{IntentEvents, UpstreamOutcome};
 
 use crate::auth::token_from_header;
 use crate::errors::GuardError;
-use crate::forward::{ExactRequest, Forwarder, allowlisted, send_and_settle};
+use crate::forward::{
+    ExactRequest, FORWARDED_REQUEST_HEADERS, Forwarder, allowlisted, send_and_settle,
+};
 use crate::upstream::Upstream;
 
 /// Limits and timeouts of the data path (OPERATIONS.md configuration).
@@ -184,6 +186,9 @@ impl Guard {
         path: &str,
     ) -> Result<Step, GuardError> {
         let account = connected_account(session)?;
+        // Only the allowlisted headers go upstream (upstream_request_filter); a duplicate of
+        // one of them is refused here as it is for mutations.
+        request_headers(session)?;
         let raw = RawRequest {
             method: "GET",
             path,
@@ -226,13 +231,7 @@ impl Guard {
             .unwrap_or_default()
             .to_string();
         let account = connected_account(session)?;
-        let headers = allowlisted(
-            session
-                .req_header()
-                .headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_bytes())),
-        );
+        let headers = request_headers(session)?;
         let body = self.read_body(session).await?;
         let content_type = headers
             .iter()
@@ -576,10 +575,27 @@ fn facts_error(e: FactsError) -> GuardError {
     }
 }
 
+/// The allowlisted headers of the request; a duplicate of one of them is a 400.
+fn request_headers(session: &Session) -> Result<Vec<(String, String)>, GuardError> {
+    allowlisted(
+        session
+            .req_header()
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_bytes())),
+    )
+    .map_err(|name| {
+        GuardError::Unparseable(format!(
+            "header {name} must be given once, as visible ASCII"
+        ))
+    })
+}
+
 /// PROXY.md step 2: the connected account acted on, from `Stripe-Account` or `Stripe-Context`
-/// (`""` for the platform). Either must be an account id (a context may be a `/`-separated
-/// path of them); both at once must agree; a repeated header is refused, since the rail might
-/// read another copy than the guard.
+/// (`""` for the platform). Either must be one account id: a context path (`acct_1/acct_2`)
+/// would not match a policy or cap naming the account it acts on, so it is refused (fail
+/// closed). Both at once must agree; a repeated header is refused, since the rail might read
+/// another copy than the guard.
 fn connected_account(session: &Session) -> Result<String, GuardError> {
     let one = |name: &str| -> Result<Option<String>, GuardError> {
         let mut values = session.req_header().headers.get_all(name).iter();
@@ -597,22 +613,12 @@ fn connected_account(session: &Session) -> Result<String, GuardError> {
             .filter(|t| {
                 !t.is_empty()
                     && t.len() <= MAX_ACCOUNT_BYTES
-                    && t.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'/')
-                    && !t.starts_with('/')
-                    && !t.ends_with('/')
-                    && !t.contains("//")
+                    && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
             })
             .ok_or_else(|| GuardError::BadAccountHeader(format!("{name} is not an account id")))?;
         Ok(Some(text.to_string()))
     };
-    let account = one("stripe-account")?;
-    if account.as_deref().is_some_and(|a| a.contains('/')) {
-        return Err(GuardError::BadAccountHeader(
-            "stripe-account is not an account id".into(),
-        ));
-    }
-    match (account, one("stripe-context")?) {
+    match (one("stripe-account")?, one("stripe-context")?) {
         (Some(a), Some(c)) if a != c => Err(GuardError::BadAccountHeader(
             "stripe-account and stripe-context name different accounts".into(),
         )),
@@ -755,16 +761,17 @@ impl ProxyHttp for Guard {
         let Some(fwd) = ctx.forward.as_ref() else {
             return Error::e_explain(ErrorType::InternalError, "forwarding without a decision");
         };
-        for name in [
-            "authorization",
-            "idempotency-key",
-            "prefer",
-            "transfer-encoding",
-            "expect",
-            "content-length",
-            "host",
-        ] {
-            req.remove_header(name);
+        // A read goes upstream with the same allowlisted headers as a mutation: nothing the
+        // policies did not see (`X-HTTP-Method-Override`, `Stripe_Account` spelled for a
+        // CGI-style server, hop-by-hop headers) reaches the rail.
+        let names: Vec<String> = req
+            .headers
+            .keys()
+            .map(|k| k.as_str().to_string())
+            .filter(|k| !FORWARDED_REQUEST_HEADERS.contains(&k.as_str()))
+            .collect();
+        for name in names {
+            req.remove_header(&name);
         }
         req.insert_header("authorization", format!("Bearer {}", fwd.rail_key))?;
         req.insert_header("host", self.upstream.host_header())?;

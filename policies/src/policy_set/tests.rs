@@ -58,14 +58,14 @@ fn shipped_default_compiles() {
             PolicyEffect::Forbid,
             None,
             Some("agents may not read card numbers or CVCs"),
-            &["read"],
+            &[],
         ),
         (
             "no-app-secrets",
             PolicyEffect::Forbid,
             None,
             Some("agents may not read app secrets"),
-            &["apps.secrets.find"],
+            &[],
         ),
         (
             "agents-may-write",

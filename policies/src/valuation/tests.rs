@@ -91,9 +91,9 @@ fn kind_none_moves_nothing_and_looks_nothing_up() {
     for (method, path, body, operation, class) in [
         (
             "POST",
-            "/v1/customers",
-            "email=a%40b.c",
-            "customers.create",
+            "/v1/products",
+            "name=widget",
+            "products.create",
             OperationClass::Write,
         ),
         (
@@ -256,8 +256,8 @@ fn class_commit_money_subscription_first_period() {
     let price = json!({"id": "price_m", "unit_amount": 1000, "currency": "usd", "recurring": {"interval": "month"}});
     let facts = two_pass(
         &req,
-        &["/v1/prices/price_m"],
-        &[("/v1/prices/price_m", Some(price))],
+        &["/v1/prices/price_m?expand[]=currency_options"],
+        &[("/v1/prices/price_m?expand[]=currency_options", Some(price))],
     );
     assert_eq!(facts.operation, "subscriptions.create");
     assert_eq!(facts.class, OperationClass::CommitMoney);
@@ -275,16 +275,16 @@ fn class_commit_money_subscription_first_period() {
     // A price the rail does not have: not valued.
     let gone = two_pass(
         &req,
-        &["/v1/prices/price_m"],
-        &[("/v1/prices/price_m", None)],
+        &["/v1/prices/price_m?expand[]=currency_options"],
+        &[("/v1/prices/price_m?expand[]=currency_options", None)],
     );
     assert_not_valued(&gone);
     // A tiered price (no unit_amount): not valued.
     let tiered = two_pass(
         &req,
-        &["/v1/prices/price_m"],
+        &["/v1/prices/price_m?expand[]=currency_options"],
         &[(
-            "/v1/prices/price_m",
+            "/v1/prices/price_m?expand[]=currency_options",
             Some(json!({"unit_amount": null, "currency": "usd", "billing_scheme": "tiered"})),
         )],
     );
@@ -513,8 +513,11 @@ fn checkout_session_with_a_stored_price_and_shipping_options() {
     let price = json!({"id": "price_1", "unit_amount": 2000, "currency": "usd", "recurring": null});
     let facts = two_pass(
         &req,
-        &["/v1/prices/price_1"],
-        &[("/v1/prices/price_1", Some(price.clone()))],
+        &["/v1/prices/price_1?expand[]=currency_options"],
+        &[(
+            "/v1/prices/price_1?expand[]=currency_options",
+            Some(price.clone()),
+        )],
     );
     assert_eq!(facts.operation, "checkout.sessions.create");
     // 2 × 20.00 and the dearest shipping option (15.00).
@@ -527,8 +530,14 @@ fn checkout_session_with_a_stored_price_and_shipping_options() {
     let with_rate = format!("{body}&shipping_options[2][shipping_rate]=shr_1");
     let req = post("/v1/checkout/sessions", &with_rate);
     let mut lookups = Lookups::online();
-    assert_eq!(asks(&req, &lookups), ["/v1/prices/price_1"]);
-    lookups.insert("/v1/prices/price_1".into(), Some(price));
+    assert_eq!(
+        asks(&req, &lookups),
+        ["/v1/prices/price_1?expand[]=currency_options"]
+    );
+    lookups.insert(
+        "/v1/prices/price_1?expand[]=currency_options".into(),
+        Some(price),
+    );
     assert_eq!(asks(&req, &lookups), ["/v1/shipping_rates/shr_1"]);
     lookups.insert(
         "/v1/shipping_rates/shr_1".into(),
@@ -539,7 +548,7 @@ fn checkout_session_with_a_stored_price_and_shipping_options() {
     // A shipping rate the rail does not have: the session is not valued.
     let mut missing = Lookups::online();
     missing.insert(
-        "/v1/prices/price_1".into(),
+        "/v1/prices/price_1?expand[]=currency_options".into(),
         Some(json!({"unit_amount": 2000, "currency": "usd"})),
     );
     missing.insert("/v1/shipping_rates/shr_1".into(), None);
@@ -552,9 +561,9 @@ fn checkout_session_with_a_stored_price_and_shipping_options() {
     );
     let facts = two_pass(
         &sub,
-        &["/v1/prices/price_y"],
+        &["/v1/prices/price_y?expand[]=currency_options"],
         &[(
-            "/v1/prices/price_y",
+            "/v1/prices/price_y?expand[]=currency_options",
             Some(
                 json!({"unit_amount": 9900, "currency": "usd", "recurring": {"interval": "year"}}),
             ),
@@ -573,14 +582,17 @@ fn stored_prices_are_looked_up_in_one_round() {
     let req = post("/v1/checkout/sessions", body);
     let facts = two_pass(
         &req,
-        &["/v1/prices/price_a", "/v1/prices/price_b"],
+        &[
+            "/v1/prices/price_a?expand[]=currency_options",
+            "/v1/prices/price_b?expand[]=currency_options",
+        ],
         &[
             (
-                "/v1/prices/price_a",
+                "/v1/prices/price_a?expand[]=currency_options",
                 Some(json!({"unit_amount": 100, "currency": "usd"})),
             ),
             (
-                "/v1/prices/price_b",
+                "/v1/prices/price_b?expand[]=currency_options",
                 Some(json!({"unit_amount": 10, "currency": "usd"})),
             ),
         ],
@@ -589,11 +601,11 @@ fn stored_prices_are_looked_up_in_one_round() {
     // Two stored prices in different currencies.
     let mut lookups = Lookups::online();
     lookups.insert(
-        "/v1/prices/price_a".into(),
+        "/v1/prices/price_a?expand[]=currency_options".into(),
         Some(json!({"unit_amount": 100, "currency": "usd"})),
     );
     lookups.insert(
-        "/v1/prices/price_b".into(),
+        "/v1/prices/price_b?expand[]=currency_options".into(),
         Some(json!({"unit_amount": 10, "currency": "eur"})),
     );
     assert_eq!(
@@ -1013,7 +1025,14 @@ proptest::proptest! {
                     rounds += 1;
                     proptest::prop_assert!(!paths.is_empty());
                     for p in paths {
-                        let segments: Vec<&str> = p.trim_start_matches('/').split('/').collect();
+                        // Stored prices are read with their other currencies; nothing else
+                        // carries a query.
+                        let (route, query) = p.split_once('?').unwrap_or((p.as_str(), ""));
+                        proptest::prop_assert!(
+                            query.is_empty() || query == "expand[]=currency_options",
+                            "odd lookup query {}", p
+                        );
+                        let segments: Vec<&str> = route.trim_start_matches('/').split('/').collect();
                         proptest::prop_assert!(
                             segments.iter().all(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')),
                             "odd lookup path {}", p
@@ -1036,5 +1055,150 @@ proptest::proptest! {
             }
             proptest::prop_assert!(rounds <= MAX_LOOKUPS);
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ways around the valuation found in review, each closed
+
+#[test]
+fn a_customer_update_that_sets_balance_is_a_balance_credit() {
+    let req = post("/v1/customers/cus_1", "balance=-250000");
+    let customer = json!({"id": "cus_1", "currency": "eur"});
+    let facts = two_pass(
+        &req,
+        &["/v1/customers/cus_1"],
+        &[("/v1/customers/cus_1", Some(customer))],
+    );
+    assert_eq!(facts.operation, "customers.balance_transactions.create");
+    assert_eq!(facts.class, OperationClass::CommitMoney);
+    assert_eq!(
+        (facts.amount, facts.counted),
+        (amount(250_000, "eur"), Some(250_000))
+    );
+    // A new customer has no currency yet: a commitment the guard cannot value.
+    let facts = no_lookup(&post("/v1/customers", "email=a%40b.c&balance=-100"));
+    assert_eq!(facts.class, OperationClass::CommitMoney);
+    assert_not_valued(&facts);
+    // Without `balance` it stays a plain write.
+    let facts = no_lookup(&post("/v1/customers/cus_1", "name=Ada"));
+    assert_eq!(
+        (facts.operation.as_str(), facts.class),
+        ("customers.update", OperationClass::Write)
+    );
+}
+
+#[test]
+fn a_stored_price_is_valued_in_the_currency_stripe_bills() {
+    let path = "/v1/prices/price_1?expand[]=currency_options";
+    let price = json!({"id": "price_1", "currency": "usd", "unit_amount": 1,
+        "currency_options": {"usd": {"unit_amount": 1}, "eur": {"unit_amount": 99_999}},
+        "recurring": {"interval": "month", "usage_type": "licensed"}});
+    let body = "customer=cus_1&currency=eur&items[0][price]=price_1";
+    let facts = two_pass(
+        &post("/v1/subscriptions", body),
+        &[path],
+        &[(path, Some(price.clone()))],
+    );
+    assert_eq!(facts.amount, amount(99_999, "eur"));
+    // No currency named and the price has another: Stripe may bill the customer's.
+    let facts = two_pass(
+        &post(
+            "/v1/subscriptions",
+            "customer=cus_1&items[0][price]=price_1",
+        ),
+        &[path],
+        &[(path, Some(price.clone()))],
+    );
+    assert_not_valued(&facts);
+    // A currency the price has no option for.
+    let facts = two_pass(
+        &post(
+            "/v1/subscriptions",
+            "customer=cus_1&currency=gbp&items[0][price]=price_1",
+        ),
+        &[path],
+        &[(path, Some(price))],
+    );
+    assert_not_valued(&facts);
+    // Metered usage is billed later by quantity used: not valued.
+    let metered = json!({"id": "price_1", "currency": "usd", "unit_amount": 5,
+        "recurring": {"interval": "month", "usage_type": "metered"}});
+    let facts = two_pass(
+        &post(
+            "/v1/subscriptions",
+            "customer=cus_1&items[0][price]=price_1",
+        ),
+        &[path],
+        &[(path, Some(metered))],
+    );
+    assert_not_valued(&facts);
+}
+
+#[test]
+fn subscriptions_stripe_would_bill_more_for_are_not_valued() {
+    for body in [
+        // The first invoice prorates the backdated span.
+        "customer=cus_1&backdate_start_date=1600000000&items[0][price_data][unit_amount]=10&items[0][price_data][currency]=usd&items[0][price_data][product]=p&items[0][price_data][recurring][interval]=month",
+        // An existing item keeps its own quantity.
+        "items[0][id]=si_1&items[0][price_data][unit_amount]=10&items[0][price_data][currency]=usd&items[0][price_data][product]=p&items[0][price_data][recurring][interval]=month",
+        // A price given both ways.
+        "customer=cus_1&items[0][price]=price_1&items[0][price_data][unit_amount]=1&items[0][price_data][currency]=usd&items[0][price_data][product]=p&items[0][price_data][recurring][interval]=month",
+    ] {
+        let facts = classify_with(&post("/v1/subscriptions/sub_1", body), &Lookups::offline())
+            .unwrap_or_else(|e| panic!("{body}: {e}"));
+        assert_not_valued(&facts);
+    }
+    let facts = no_lookup(&post(
+        "/v1/subscription_items/si_1",
+        "price_data[unit_amount]=10&price_data[currency]=usd&price_data[product]=p&price_data[recurring][interval]=month",
+    ));
+    assert_not_valued(&facts);
+}
+
+#[test]
+fn an_invoice_item_priced_by_unit_amount_is_valued() {
+    let facts = no_lookup(&post(
+        "/v1/invoiceitems",
+        "customer=cus_1&currency=usd&unit_amount=99999&quantity=3",
+    ));
+    assert_eq!(
+        (facts.amount, facts.counted),
+        (amount(299_997, "usd"), Some(299_997))
+    );
+}
+
+#[test]
+fn a_refund_naming_a_blank_target_is_never_valued_in_its_stated_currency() {
+    for body in [
+        "payment_intent=pi_usd&charge=&amount=9999999&currency=jpy",
+        "charge=ch%2F1&amount=1&currency=jpy",
+    ] {
+        let facts = no_lookup(&post("/v1/refunds", body));
+        assert_not_valued(&facts);
+    }
+}
+
+#[test]
+fn a_draft_invoice_given_a_shipping_cost_is_an_unvalued_commitment() {
+    let facts = no_lookup(&post(
+        "/v1/invoices/in_1",
+        "shipping_cost[shipping_rate_data][fixed_amount][amount]=999999",
+    ));
+    assert_eq!(facts.class, OperationClass::CommitMoney);
+    assert_not_valued(&facts);
+    let facts = no_lookup(&post("/v1/invoices/in_1", "description=x"));
+    assert!(facts.valued && facts.amount.is_none());
+}
+
+#[test]
+fn form_bodies_another_parser_could_split_differently_are_refused() {
+    for body in [
+        "amount=100&currency=usd&description=x;amount=9999999",
+        "amount=100&currency=usd& amount=9999999",
+        "amount=100&currency=usd&metadata[00]=a&metadata[0]=b",
+    ] {
+        let err = classify_with(&post("/v1/payment_intents", body), &Lookups::offline());
+        assert!(matches!(err, Err(FactsError::Form(_))), "{body}: {err:?}");
     }
 }
