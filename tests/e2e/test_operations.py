@@ -486,6 +486,8 @@ def test_held_request_on_a_connected_account_executes_with_the_agents_headers(gu
     intent_id = err["guard"]["intent"]
     seen = guard.intent(intent_id)
     assert (seen["amount"], seen["status"]) == (amount, "pending_approval"), seen
+    # The agent's own view names the connected account too (PROXY.md "The agent's own view").
+    assert seen["account"] == CONNECTED, seen
     boss = owner(guard)
     pending = boss.intent(intent_id)
     assert (pending["account"], pending["operation"]) == (CONNECTED, "payment_intents.create"), (
