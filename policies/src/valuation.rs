@@ -211,9 +211,8 @@ pub(crate) static VALUERS: &[(&str, Valuer)] = &[
     ("subscription", subscription),
     ("subscription_item", subscription_item),
     ("subscription_cancel", subscription_cancel),
-    ("quote", quote),
+    ("line_items", line_items),
     ("quote_total", quote_total),
-    ("payment_link", payment_link),
     ("issuing_card_create", issuing_card_create),
     ("issuing_card_update", issuing_card_update),
     ("issuing_cardholder", issuing_cardholder),
@@ -641,18 +640,11 @@ fn payout_reverse(cx: &Cx<'_>) -> Result<Value, FactsError> {
         format!("/v1/payouts/{}", cx.id(0)),
         "amount",
         "destination",
-        true,
     )
 }
 
 fn dispute_close(cx: &Cx<'_>) -> Result<Value, FactsError> {
-    whole_object(
-        cx,
-        format!("/v1/disputes/{}", cx.id(0)),
-        "amount",
-        "charge",
-        true,
-    )
+    whole_object(cx, format!("/v1/disputes/{}", cx.id(0)), "amount", "charge")
 }
 
 /// Closing a dispute through its charge's legacy route: at most the charge's amount.
@@ -662,35 +654,28 @@ fn charge_dispute_close(cx: &Cx<'_>) -> Result<Value, FactsError> {
         format!("/v1/charges/{}", cx.id(0)),
         "amount",
         "customer",
-        true,
     )
 }
 
 fn treasury_credit_reversal(cx: &Cx<'_>) -> Result<Value, FactsError> {
-    let id = required_str(cx.params, &["received_credit"])?;
-    if !is_object_id(id) {
-        return Ok(Value::unvaluable());
-    }
-    whole_object(
-        cx,
-        format!("/v1/treasury/received_credits/{id}"),
-        "amount",
-        "financial_account",
-        true,
-    )
+    received_reversal(cx, "received_credit", "received_credits")
 }
 
 fn treasury_debit_reversal(cx: &Cx<'_>) -> Result<Value, FactsError> {
-    let id = required_str(cx.params, &["received_debit"])?;
+    received_reversal(cx, "received_debit", "received_debits")
+}
+
+/// Reversing a Treasury received credit or debit moves its whole amount back.
+fn received_reversal(cx: &Cx<'_>, param: &str, collection: &str) -> Result<Value, FactsError> {
+    let id = required_str(cx.params, &[param])?;
     if !is_object_id(id) {
         return Ok(Value::unvaluable());
     }
     whole_object(
         cx,
-        format!("/v1/treasury/received_debits/{id}"),
+        format!("/v1/treasury/{collection}/{id}"),
         "amount",
         "financial_account",
-        true,
     )
 }
 
@@ -718,18 +703,12 @@ fn invoice_path(id: &str) -> String {
 
 /// Paying an invoice collects what remains due on it.
 fn invoice_pay(cx: &Cx<'_>) -> Result<Value, FactsError> {
-    whole_object(
-        cx,
-        invoice_path(cx.id(0)),
-        "amount_remaining",
-        "customer",
-        true,
-    )
+    whole_object(cx, invoice_path(cx.id(0)), "amount_remaining", "customer")
 }
 
 /// Finalizing commits the customer to the amount due.
 fn invoice_due(cx: &Cx<'_>) -> Result<Value, FactsError> {
-    whole_object(cx, invoice_path(cx.id(0)), "amount_due", "customer", true)
+    whole_object(cx, invoice_path(cx.id(0)), "amount_due", "customer")
 }
 
 fn quote_total(cx: &Cx<'_>) -> Result<Value, FactsError> {
@@ -738,7 +717,6 @@ fn quote_total(cx: &Cx<'_>) -> Result<Value, FactsError> {
         format!("/v1/quotes/{}", cx.id(0)),
         "amount_total",
         "customer",
-        true,
     )
 }
 
@@ -764,14 +742,12 @@ fn whole_object(
     path: String,
     field: &str,
     counterparty_field: &str,
-    counted: bool,
 ) -> Result<Value, FactsError> {
     let Some(obj) = cx.lookup(path)? else {
         return Ok(Value::unvaluable());
     };
     Ok(match object_amount(obj, field) {
-        Some(amount) if counted => Value::counted(amount),
-        Some(amount) => Value::seen(amount),
+        Some(amount) => Value::counted(amount),
         None => Value::unvaluable(),
     }
     .with_counterparty(json_str(obj, counterparty_field)))
@@ -1120,14 +1096,9 @@ fn checkout_session_update(cx: &Cx<'_>) -> Result<Value, FactsError> {
     checkout_basket(cx)
 }
 
-fn payment_link(cx: &Cx<'_>) -> Result<Value, FactsError> {
-    if cx.params.get("line_items").is_none() {
-        return Ok(Value::none());
-    }
-    checkout_basket(cx)
-}
-
-fn quote(cx: &Cx<'_>) -> Result<Value, FactsError> {
+/// A payment link or a quote commits what its line items add up to (valued like a checkout
+/// session); one that changes no line item commits nothing new.
+fn line_items(cx: &Cx<'_>) -> Result<Value, FactsError> {
     if cx.params.get("line_items").is_none() {
         return Ok(Value::none());
     }
