@@ -54,6 +54,59 @@ pub struct AdminCfg {
     pub session_idle_secs: i64,
     /// A session ends this long after sign-in.
     pub session_absolute_secs: i64,
+    /// Reverse proxies (addresses or CIDR blocks) whose `X-Forwarded-For` names the client for
+    /// sign-in throttling; empty: the connection's peer is the client. A TOML list, or one
+    /// comma-separated string (`GUARD_ADMIN_TRUSTED_PROXIES=10.0.0.0/8,127.0.0.1`).
+    pub trusted_proxies: StringList,
+}
+
+/// A list of strings: a TOML array, or one comma-separated string (environment overrides).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(untagged)]
+pub enum StringList {
+    /// `["a", "b"]`.
+    List(Vec<String>),
+    /// `"a,b"`.
+    Text(String),
+    /// Not set.
+    #[default]
+    #[serde(skip)]
+    Empty,
+}
+
+impl StringList {
+    /// The items, trimmed, empty ones dropped.
+    pub fn items(&self) -> Vec<String> {
+        let raw: Vec<&str> = match self {
+            StringList::List(v) => v.iter().map(String::as_str).collect(),
+            StringList::Text(t) => t.split(',').collect(),
+            StringList::Empty => Vec::new(),
+        };
+        raw.into_iter()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl AdminCfg {
+    /// `trusted_proxies` parsed: a bare address is a /32 (or /128) block.
+    pub fn trusted_proxy_nets(&self) -> anyhow::Result<Vec<ipnet::IpNet>> {
+        self.trusted_proxies
+            .items()
+            .iter()
+            .map(|t| {
+                t.parse::<ipnet::IpNet>()
+                    .or_else(|_| t.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        anyhow::anyhow!(
+                            "admin.trusted_proxies: {t:?} is not an address or CIDR block"
+                        )
+                    })
+            })
+            .collect()
+    }
 }
 
 impl Default for AdminCfg {
@@ -64,6 +117,7 @@ impl Default for AdminCfg {
             production: false,
             session_idle_secs: 30 * 60,
             session_absolute_secs: 12 * 3600,
+            trusted_proxies: StringList::Empty,
         }
     }
 }
@@ -196,6 +250,7 @@ impl Config {
             bail!("upstream.timeout_secs must be 1..=600");
         }
         let a = &self.admin;
+        a.trusted_proxy_nets()?;
         if a.session_idle_secs < 60 || a.session_absolute_secs < a.session_idle_secs {
             bail!("admin: need 60 ≤ session_idle_secs ≤ session_absolute_secs");
         }

@@ -99,6 +99,7 @@ pub fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
         allow_private_webhook_targets: cfg.webhooks.allow_private_targets,
         session_idle_secs: cfg.admin.session_idle_secs,
         session_absolute_secs: cfg.admin.session_absolute_secs,
+        trusted_proxies: cfg.admin.trusted_proxy_nets()?,
         ..admin::AdminSettings::default()
     };
     let admin_state = admin::AppState::new(store.clone(), admin_settings, events.clone());

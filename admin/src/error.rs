@@ -47,6 +47,16 @@ pub enum ApiError {
     /// 429 throttled.
     #[error("too many attempts; try again later")]
     Throttled,
+    /// A refusal with its own status and stable code (e.g. 403 `step_up_required`).
+    #[error("{message}")]
+    Coded {
+        /// HTTP status.
+        status: StatusCode,
+        /// Stable machine-readable code.
+        code: &'static str,
+        /// Human-readable message.
+        message: String,
+    },
     /// 500 the store failed.
     #[error("internal error")]
     Internal,
@@ -87,6 +97,7 @@ impl ApiError {
             UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             Validation { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
             Throttled => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
+            Coded { status, code, .. } => (*status, code),
             Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -101,6 +112,15 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid(m) => ApiError::Validation {
                 message: m,
                 details: serde_json::Value::Null,
+            },
+            StoreError::Refused {
+                status,
+                code,
+                message,
+            } => ApiError::Coded {
+                status: StatusCode::from_u16(status).unwrap_or(StatusCode::CONFLICT),
+                code,
+                message,
             },
             StoreError::PolicyRejected(diags) => ApiError::Validation {
                 message: format!(

@@ -15,7 +15,7 @@ use store::{
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::Principal;
+use crate::auth::{ClientAddr, Principal};
 use crate::extract::JsonBody;
 use crate::rbac::{Member, Perm};
 use crate::{ApiError, AppState};
@@ -34,6 +34,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(freeze_org))
         .routes(routes!(unfreeze_org))
         .routes(routes!(list_members, add_member))
+        .routes(routes!(list_invitations))
+        .routes(routes!(revoke_invitation))
         .routes(routes!(update_member, remove_member))
         .routes(routes!(list_agents, create_agent))
         .routes(routes!(get_agent))
@@ -89,8 +91,12 @@ pub fn intent_json(i: &Intent) -> Value {
     v
 }
 
-/// The principal's role in `org` (any organization they belong to), or 404.
+/// The principal's role in `org` (any organization they belong to; for an API token, only the
+/// one it is bound to), or 404.
 async fn member_of(state: &AppState, p: &Principal, org: &OrgId) -> ApiResult<Role> {
+    if !p.may_act_on(org) {
+        return Err(ApiError::NotFound);
+    }
     let (o, u) = (org.clone(), p.user.clone());
     state
         .blocking(move |s| s.member_role(&o, &u))
@@ -118,6 +124,7 @@ async fn list_orgs(State(state): State<AppState>, p: Principal) -> ApiResult {
     let ms = state.blocking(move |s| s.memberships_of(&user)).await?;
     let data: Vec<Value> = ms
         .iter()
+        .filter(|(o, _)| p.may_act_on(&o.id))
         .map(|(o, r)| {
             let mut v = org_json(o);
             v["role"] = json!(r);
@@ -139,6 +146,8 @@ async fn create_org(
     p: Principal,
     JsonBody(b): JsonBody<CreateOrg>,
 ) -> ApiResult<Response> {
+    // An API token is bound to its organization: it does not create others.
+    p.session_hash()?;
     let user = p.user.clone();
     let org = state
         .blocking(move |s| s.create_org_for(&b.name, &user))
@@ -234,9 +243,10 @@ async fn list_members(State(state): State<AppState>, m: Member) -> ApiResult {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AddMember {
+    /// The invitee's email.
     email: String,
+    /// The role the membership will have once accepted.
     role: String,
-    initial_password: Option<String>,
 }
 
 fn parse_role(s: &str) -> ApiResult<Role> {
@@ -246,7 +256,13 @@ fn parse_role(s: &str) -> ApiResult<Role> {
     })
 }
 
-#[utoipa::path(post, path = "/api/v1/members", tag = "members", request_body = AddMember, responses((status = 201, body = Value)))]
+/// Invite a member: creates a one-time, expiring invitation and shows its token once, to the
+/// inviter, who hands it to the invitee. The answer is the same whether or not the email has
+/// an account; the membership starts when the invitee accepts (`POST /invitations/accept`).
+#[utoipa::path(post, path = "/api/v1/members", tag = "members", request_body = AddMember,
+    responses((status = 201, description = "the invitation and its token (shown once)", body = Value),
+        (status = 403, body = crate::error::ErrorBody), (status = 409, description = "already a member, or an invitation for the email is pending", body = crate::error::ErrorBody),
+        (status = 422, body = crate::error::ErrorBody)))]
 async fn add_member(
     State(state): State<AppState>,
     m: Member,
@@ -254,20 +270,42 @@ async fn add_member(
 ) -> ApiResult<Response> {
     m.require(Perm::ManageMembers)?;
     let role = parse_role(&b.role)?;
+    let (org, by, inviter) = (m.org.clone(), m.role, m.principal.user.clone());
+    let (inv, token) = state
+        .blocking(move |s| s.create_invitation(&org, &b.email, role, by, &inviter))
+        .await?;
+    let mut v = json!(inv);
+    v["object"] = json!("invitation");
+    v["token"] = json!(token);
+    Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
+#[utoipa::path(get, path = "/api/v1/invitations", tag = "members", responses((status = 200, body = Value)))]
+async fn list_invitations(State(state): State<AppState>, m: Member) -> ApiResult {
+    m.require(Perm::ManageMembers)?;
+    let org = m.org.clone();
+    let data = state.blocking(move |s| s.list_invitations(&org)).await?;
+    Ok(Json(json!({"object": "list", "data": data})))
+}
+
+#[utoipa::path(delete, path = "/api/v1/invitations/{id}", tag = "members", params(("id" = String, Path)), responses((status = 200, body = Value)))]
+async fn revoke_invitation(
+    State(state): State<AppState>,
+    m: Member,
+    Path(id): Path<String>,
+) -> ApiResult {
+    m.require(Perm::ManageMembers)?;
+    let ok = id
+        .strip_prefix("inv_")
+        .is_some_and(|r| r.len() == 24 && r.bytes().all(|b| b.is_ascii_hexdigit()));
+    if !ok {
+        return Err(ApiError::NotFound);
+    }
     let (org, by, actor) = (m.org.clone(), m.role, m.actor());
     let v = state
-        .blocking(move |s| {
-            s.add_member(
-                &org,
-                &b.email,
-                role,
-                b.initial_password.as_deref(),
-                by,
-                &actor,
-            )
-        })
+        .blocking(move |s| s.revoke_invitation(&org, &id, by, &actor))
         .await?;
-    Ok((StatusCode::CREATED, Json(json!(v))).into_response())
+    Ok(Json(json!(v)))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -766,21 +804,32 @@ async fn list_intents(
 async fn get_intent(State(state): State<AppState>, m: Member, Path(id): Path<String>) -> ApiResult {
     m.require(Perm::Read)?;
     let (org, id) = (m.org.clone(), parse_intent(&id)?);
-    let i = state
-        .blocking(move |s| s.intent(&org, &id))
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    Ok(Json(intent_json(&i)))
+    let (o2, i) = (
+        org.clone(),
+        state.blocking(move |s| s.intent(&org, &id)).await?,
+    );
+    let i = i.ok_or(ApiError::NotFound)?;
+    let i2 = i.clone();
+    let context = state.blocking(move |s| s.hold_context(&o2, &i2)).await?;
+    let mut v = intent_json(&i);
+    // Who created the requesting agent, and who invited each human who decided.
+    v["context"] = context;
+    Ok(Json(v))
 }
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DecideBody {
+    /// At most 1000 bytes.
     comment: Option<String>,
+    /// A fresh TOTP code (step-up): required when the organization has
+    /// `require_2fa_for_approvals`; a code accepted once is refused for the rest of its window.
+    totp_code: Option<String>,
 }
 
 async fn decide(
     state: AppState,
+    addr: std::net::IpAddr,
     m: Member,
     id: String,
     body: DecideBody,
@@ -791,14 +840,41 @@ async fn decide(
     if body.comment.as_ref().is_some_and(|c| c.len() > 1000) {
         return Err(invalid("comment", "at most 1000 bytes"));
     }
-    let (org, id, user, has_2fa) = (
-        m.org.clone(),
-        parse_intent(&id)?,
-        m.principal.user.clone(),
-        m.principal.totp_enabled,
-    );
+    let (org, id, user) = (m.org.clone(), parse_intent(&id)?, m.principal.user.clone());
+    // Step-up: a code sent is checked (and spent) before the decision, under the sign-in
+    // throttle of the account; the store refuses the decision without one when the
+    // organization requires it, in the decision's own transaction.
+    let code = body
+        .totp_code
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty());
+    let stepped_up = match code {
+        Some(code) => {
+            let (u, c, now) = (user.clone(), code.to_string(), store::now().unix);
+            let check = async {
+                let ok = state
+                    .blocking(move |s| s.totp_verify(&u, &c, now, crate::auth::totp_code_at))
+                    .await?;
+                if ok {
+                    Ok(true)
+                } else {
+                    Err(ApiError::Coded {
+                        status: StatusCode::FORBIDDEN,
+                        code: "step_up_failed",
+                        message:
+                            "the TOTP code is wrong, expired or already used (or 2FA is not on)"
+                                .into(),
+                    })
+                }
+            };
+            crate::auth::throttled(&state, &m.principal.email, addr, check).await?
+        }
+        None => false,
+    };
+    let comment = body.comment;
     let i = state
-        .blocking(move |s| s.decide_hold(&org, &id, &user, verdict, body.comment, has_2fa))
+        .blocking(move |s| s.decide_hold(&org, &id, &user, verdict, comment, stepped_up))
         .await?;
     // Wake the executor and any agent waiting with `Prefer: wait`.
     state.events.publish(&i.id);
@@ -808,21 +884,23 @@ async fn decide(
 #[utoipa::path(post, path = "/api/v1/intents/{id}/approve", tag = "intents", params(("id" = String, Path)), request_body = DecideBody, responses((status = 200, body = Value)))]
 async fn approve_intent(
     State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
     m: Member,
     Path(id): Path<String>,
     JsonBody(b): JsonBody<DecideBody>,
 ) -> ApiResult {
-    decide(state, m, id, b, HumanVerdict::Approve).await
+    decide(state, addr, m, id, b, HumanVerdict::Approve).await
 }
 
 #[utoipa::path(post, path = "/api/v1/intents/{id}/deny", tag = "intents", params(("id" = String, Path)), request_body = DecideBody, responses((status = 200, body = Value)))]
 async fn deny_intent(
     State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
     m: Member,
     Path(id): Path<String>,
     JsonBody(b): JsonBody<DecideBody>,
 ) -> ApiResult {
-    decide(state, m, id, b, HumanVerdict::Deny).await
+    decide(state, addr, m, id, b, HumanVerdict::Deny).await
 }
 
 // ---- audit ------------------------------------------------------------------------------------

@@ -19,6 +19,8 @@ pub struct AdminSettings {
     pub max_body_bytes: usize,
     /// `webhooks.allow_private_targets`.
     pub allow_private_webhook_targets: bool,
+    /// `admin.trusted_proxies`: peers whose `X-Forwarded-For` names the client (throttling).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for AdminSettings {
@@ -30,6 +32,7 @@ impl Default for AdminSettings {
             session_absolute_secs: 12 * 3600,
             max_body_bytes: 256 * 1024,
             allow_private_webhook_targets: false,
+            trusted_proxies: Vec::new(),
         }
     }
 }

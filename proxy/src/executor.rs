@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use store::{Committer, IntentEvents, IntentId, OrgId, Store};
+use store::{Claim, Committer, IntentEvents, IntentId, OrgId, Store};
 
 use crate::forward::{ExactRequest, Forwarder, send_and_settle};
 
@@ -71,14 +71,22 @@ impl Executor {
         let (o, i) = (org.clone(), id.clone());
         let claimed = match tokio::task::spawn_blocking(move || store.claim_approved(&o, &i)).await
         {
-            Ok(Ok(Some(c))) => c,
-            Ok(Ok(None)) => return,
+            Ok(Ok(c)) => c,
             _ => {
                 tracing::error!(intent = %id, "executor cannot claim an approved intent");
                 return;
             }
         };
-        let (intent, rail_key) = claimed;
+        let (intent, rail_key) = match claimed {
+            Claim::Execute(intent, rail_key) => (*intent, rail_key),
+            Claim::Cancelled(intent) => {
+                // The kill switch was on: the agent waiting on it learns it was denied.
+                tracing::warn!(intent = %id, reason = %intent.reason, "approved hold cancelled by the kill switch");
+                self.events.publish(&id);
+                return;
+            }
+            Claim::Gone => return,
+        };
         // PROXY.md step 6: exactly the stored request. Holds stored before headers were kept
         // carry none; they were form posts on the platform account.
         let legacy = [(

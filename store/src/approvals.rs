@@ -1,17 +1,29 @@
 //! Human decisions on held intents, their expiry, and the hand-off to the executor
 //! (PROXY.md steps 5–6, ADMIN_API.md "Approvals").
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::Store;
 use crate::audit;
-use crate::decide::{intent_key, load_intent, reserve_in, save_intent};
+use crate::decide::{intent_key, load_intent, release_in, reserve_in, save_intent};
 use crate::error::{Result, StoreError};
 use crate::ids::{Actor, IntentId, OrgId, UserId};
-use crate::model::{Approval, Intent, IntentStatus};
+use crate::model::{Agent, AgentStatus, Approval, Intent, IntentStatus, Membership};
+use crate::org_admin::person;
 use crate::tables::*;
 use crate::tenants::load_org;
 use crate::time_util::now;
+
+/// What the executor's claim found.
+#[derive(Debug)]
+pub enum Claim {
+    /// Send it: the intent (now `forwarding`) and the rail key.
+    Execute(Box<Intent>, String),
+    /// The kill switch was on: the intent is now `denied` and will never be sent.
+    Cancelled(Box<Intent>),
+    /// Nothing to do (another claim won, or the rail key is missing).
+    Gone,
+}
 
 /// A human's verdict on a hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +47,12 @@ impl Store {
     /// Record a human's approval or denial of a held intent in one transaction. Approval by the
     /// required number of distinct humans moves it to `approved` and reserves its amount (even
     /// above a cap: the humans decided, and the event records it).
+    ///
+    /// Refused, in the same transaction, when: the organization is frozen or the agent frozen
+    /// or revoked (the kill switch holds for decisions too); the organization requires 2FA of
+    /// approvers and this decision did not carry a fresh TOTP code (`stepped_up`); the human
+    /// is not a member, or became one at or after the hold's creation (a quorum counts only
+    /// members accepted before the hold existed, so nobody can be invited to approve it).
     pub fn decide_hold(
         &self,
         org: &OrgId,
@@ -42,15 +60,39 @@ impl Store {
         user: &UserId,
         verdict: HumanVerdict,
         comment: Option<String>,
-        user_has_2fa: bool,
+        stepped_up: bool,
     ) -> Result<Intent> {
         let clock = now();
         self.write(|txn| {
             let o = load_org(txn, org)?;
-            if o.require_2fa_for_approvals && !user_has_2fa {
-                return Err(StoreError::Forbidden("this organization requires 2FA of approvers: enable it first".into()));
+            if o.frozen {
+                return Err(StoreError::refused(409, "organization_frozen",
+                    "the organization is frozen: no hold is approved, denied or executed until it is unfrozen"));
+            }
+            if o.require_2fa_for_approvals && !stepped_up {
+                return Err(StoreError::refused(403, "step_up_required",
+                    "this organization requires a fresh TOTP code (totp_code) with every approval or denial"));
             }
             let mut intent = load_intent(txn, org, id)?;
+            let agent: Option<Agent> =
+                get_json(&txn.open_table(AGENTS)?, &format!("{org}|{}", intent.agent))?;
+            match agent.map(|a| a.status) {
+                Some(AgentStatus::Active) => {}
+                Some(AgentStatus::Frozen) => {
+                    return Err(StoreError::refused(409, "agent_frozen",
+                        "the agent is frozen: its holds are not decided until it is unfrozen"));
+                }
+                Some(AgentStatus::Revoked) | None => {
+                    return Err(StoreError::refused(409, "agent_revoked",
+                        "the agent is revoked: its holds can no longer be approved"));
+                }
+            }
+            let membership: Membership = get_json(&txn.open_table(MEMBERS)?, &format!("{org}|{user}"))?
+                .ok_or(StoreError::NotFound("member"))?;
+            if membership.accepted_at.as_str() >= intent.created_at.as_str() {
+                return Err(StoreError::refused(403, "joined_after_hold",
+                    "you became a member after this hold was created: it is decided by members who were there before it"));
+            }
             if intent.status != IntentStatus::PendingApproval {
                 return Err(StoreError::Conflict(format!("the intent is {}, not pending_approval", intent.status.as_str())));
             }
@@ -79,10 +121,49 @@ impl Store {
             save_intent(txn, &intent)?;
             let data = json!({"intent": intent.id, "verdict": verdict.as_str(), "comment": comment,
                 "approvals": approvals, "approvals_required": intent.approvals_required,
-                "status": intent.status.as_str(), "reserved": intent.reservation.as_ref().map(|r| r.amount)});
+                "status": intent.status.as_str(), "reserved": intent.reservation.as_ref().map(|r| r.amount),
+                "step_up": stepped_up, "member_since": membership.accepted_at,
+                "invited_by": membership.invited_by});
             audit::append(txn, org, &Actor::User(user.clone()), kind, data, &clock.text)?;
             Ok(intent)
         })
+    }
+
+    /// What an approver should see next to a hold: who created the requesting agent, and for
+    /// each human who decided, who invited them and since when they are a member.
+    pub fn hold_context(&self, org: &OrgId, intent: &Intent) -> Result<Value> {
+        let r = self.read()?;
+        let users = r.open_table(USERS)?;
+        let members = r.open_table(MEMBERS)?;
+        let agent: Option<Agent> =
+            get_json(&r.open_table(AGENTS)?, &format!("{org}|{}", intent.agent))?;
+        let agent = match agent {
+            Some(a) => {
+                let created_by = a
+                    .created_by
+                    .as_ref()
+                    .map(|u| person(&users, u))
+                    .transpose()?;
+                json!({"id": a.id, "name": a.name, "status": a.status, "created_at": a.created_at,
+                    "created_by": created_by})
+            }
+            None => Value::Null,
+        };
+        let mut deciders = Vec::new();
+        for a in &intent.approvals {
+            let m: Option<Membership> = get_json(&members, &format!("{org}|{}", a.user))?;
+            let invited_by = m
+                .as_ref()
+                .and_then(|m| m.invited_by.as_ref())
+                .map(|u| person(&users, u))
+                .transpose()?;
+            deciders.push(
+                json!({"user": person(&users, &a.user)?, "verdict": a.verdict, "at": a.at,
+                "member_since": m.as_ref().map(|m| m.accepted_at.clone()),
+                "invited_by": invited_by}),
+            );
+        }
+        Ok(json!({"agent": agent, "decisions": deciders}))
     }
 
     /// Approved intents waiting for the executor, oldest first.
@@ -102,17 +183,51 @@ impl Store {
     }
 
     /// Claim an approved intent for execution: `approved → forwarding`, durably, before the
-    /// executor sends anything. Returns the intent (with its held body) and the rail key; `None`
-    /// when it is no longer `approved` (another claim won) or the rail key is missing.
-    pub fn claim_approved(&self, org: &OrgId, id: &IntentId) -> Result<Option<(Intent, String)>> {
+    /// executor sends anything. Returns the intent (with its held body) and the rail key.
+    ///
+    /// The kill switch is re-checked here, in the claim's transaction: when the organization is
+    /// frozen or the agent frozen or revoked, the intent is cancelled instead (`approved →
+    /// denied`, its reservation released, `intent.cancelled` audited) and never sent; humans
+    /// decide again on a new request once the switch is off.
+    pub fn claim_approved(&self, org: &OrgId, id: &IntentId) -> Result<Claim> {
         let clock = now();
         self.write(|txn| {
             let mut intent = load_intent(txn, org, id)?;
             if intent.status != IntentStatus::Approved {
-                return Ok(None);
+                return Ok(Claim::Gone);
+            }
+            let o = load_org(txn, org)?;
+            let agent: Option<Agent> =
+                get_json(&txn.open_table(AGENTS)?, &format!("{org}|{}", intent.agent))?;
+            let stopped = if o.frozen {
+                Some("the organization is frozen")
+            } else {
+                match agent.map(|a| a.status) {
+                    Some(AgentStatus::Active) => None,
+                    Some(AgentStatus::Frozen) => Some("the agent is frozen"),
+                    Some(AgentStatus::Revoked) | None => Some("the agent is revoked"),
+                }
+            };
+            if let Some(why) = stopped {
+                intent.status = intent.status.transition(IntentStatus::Denied)?;
+                intent.decided_at = clock.text.clone();
+                intent.reason = format!("cancelled before execution: {why}");
+                release_in(txn, &mut intent)?;
+                save_intent(txn, &intent)?;
+                let data =
+                    json!({"intent": intent.id, "status": "denied", "reason": intent.reason});
+                audit::append(
+                    txn,
+                    org,
+                    &Actor::System("executor".into()),
+                    "intent.cancelled",
+                    data,
+                    &clock.text,
+                )?;
+                return Ok(Claim::Cancelled(Box::new(intent)));
             }
             let Some((rail_key, _)) = self.rail_key_in(txn, org)? else {
-                return Ok(None);
+                return Ok(Claim::Gone);
             };
             intent.status = intent.status.transition(IntentStatus::Forwarding)?;
             save_intent(txn, &intent)?;
@@ -125,7 +240,7 @@ impl Store {
                 data,
                 &clock.text,
             )?;
-            Ok(Some((intent, rail_key)))
+            Ok(Claim::Execute(Box::new(intent), rail_key))
         })
     }
 

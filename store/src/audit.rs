@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Result, StoreError};
-use crate::ids::{Actor, OrgId};
-use crate::tables::{AUDIT, AUDIT_HEADS, get_json, put_json};
+use crate::ids::{Actor, OrgId, UserId};
+use crate::tables::{AUDIT, AUDIT_HEADS, USER_AUDIT, USER_AUDIT_HEADS, get_json, put_json};
 
 /// The hash `prev` of the first event.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -132,12 +132,46 @@ pub(crate) fn append(
     Ok(new_head)
 }
 
+/// Append one event to a user's own trail (ADMIN_API.md: a user's credential events go to
+/// their own trail, not to the organizations they belong to). Same chain rules as an
+/// organization's: `{"user", "seq", "at", "actor", "kind", "data", "prev", "hash"}`, SHA-256 of
+/// the JCS form without `hash`, each event's `prev` the previous one's `hash`; no webhook.
+pub(crate) fn append_user(
+    txn: &redb::WriteTransaction,
+    user: &UserId,
+    actor: &Actor,
+    kind: &str,
+    data: Value,
+    at: &str,
+) -> Result<AuditHead> {
+    let mut heads = txn.open_table(USER_AUDIT_HEADS)?;
+    let head: AuditHead = get_json(&heads, user.as_str())?.unwrap_or_else(AuditHead::empty);
+    let seq = head.seq + 1;
+    let mut event = json!({
+        "user": user, "seq": seq, "at": at, "actor": actor, "kind": kind, "data": data,
+        "prev": head.hash,
+    });
+    let hash = event_hash(&event)?;
+    event["hash"] = Value::String(hash.clone());
+    let bytes = serde_json_canonicalizer::to_vec(&event)
+        .map_err(|e| StoreError::Corrupt(format!("cannot canonicalize event: {e}")))?;
+    let mut events = txn.open_table(USER_AUDIT)?;
+    if crate::wal::insert(&mut events, &format!("{user}|{seq:020}"), &bytes)? {
+        return Err(StoreError::Corrupt(format!(
+            "audit seq {seq} of {user} is already used"
+        )));
+    }
+    let new_head = AuditHead { seq, hash };
+    put_json(&mut heads, user.as_str(), &new_head)?;
+    Ok(new_head)
+}
+
 /// The current head of an organization's chain.
 pub(crate) fn head(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
-    org: &OrgId,
+    chain: &str,
 ) -> Result<AuditHead> {
-    Ok(get_json(table, org.as_str())?.unwrap_or_else(AuditHead::empty))
+    Ok(get_json(table, chain)?.unwrap_or_else(AuditHead::empty))
 }
 
 /// Fast path: the guard stores events as JCS canonical JSON, whose top-level members sort as

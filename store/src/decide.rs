@@ -619,7 +619,7 @@ pub(crate) fn settle_in(
     Ok(intent)
 }
 
-fn release_in(txn: &redb::WriteTransaction, intent: &mut Intent) -> Result<()> {
+pub(crate) fn release_in(txn: &redb::WriteTransaction, intent: &mut Intent) -> Result<()> {
     let currency = intent.currency.clone().unwrap_or_default();
     if let Some(r) = intent.reservation.as_mut()
         && !r.released

@@ -23,6 +23,17 @@ pub enum StoreError {
     /// The input is invalid; nothing was changed.
     #[error("invalid: {0}")]
     Invalid(String),
+    /// A rule refused the request, with the HTTP status and the stable error code the API
+    /// answers (e.g. 403 `step_up_required`, 409 `organization_frozen`).
+    #[error("{message}")]
+    Refused {
+        /// HTTP status to answer.
+        status: u16,
+        /// Stable machine-readable code.
+        code: &'static str,
+        /// Human-readable message.
+        message: String,
+    },
     /// A policy set failed validation; nothing was changed.
     #[error("policy set rejected ({} diagnostics)", .0.len())]
     PolicyRejected(Vec<Diagnostic>),
@@ -69,3 +80,14 @@ impl From<serde_json::Error> for StoreError {
 
 /// Result alias for store operations.
 pub type Result<T> = std::result::Result<T, StoreError>;
+
+impl StoreError {
+    /// A refusal with its status and code.
+    pub fn refused(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        StoreError::Refused {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}

@@ -21,7 +21,7 @@ use crate::Store;
 use crate::audit;
 use crate::error::{Result, StoreError};
 use crate::ids::{Actor, OrgId, UserId, random_bytes, random_hex};
-use crate::model::{Membership, Org, User};
+use crate::model::{Org, User};
 use crate::tables::*;
 use crate::tenants::{BCRYPT_COST, load_org, validate_password};
 use crate::time_util::now;
@@ -43,6 +43,8 @@ pub const RECOVERY_CODES: usize = 10;
 pub const SESSION_TOUCH_SECS: i64 = 60;
 /// Longest personal API token name.
 pub const TOKEN_NAME_MAX_BYTES: usize = 200;
+/// Personal API tokens one user may hold at once.
+pub const TOKENS_PER_USER_MAX: usize = 50;
 
 const USER_TOKEN_PREFIX: &str = "pg_user_";
 /// 32 symbols (no `l`, `o`, `0`, `1`): 5 bits each, so a random byte masked with 31 is unbiased.
@@ -204,7 +206,7 @@ fn dummy_hash() -> &'static str {
 }
 
 /// bcrypt verify, refusing (not truncating) passwords over the limit.
-fn password_matches(password: &str, hash: &str) -> bool {
+pub(crate) fn password_matches(password: &str, hash: &str) -> bool {
     password.len() <= PASSWORD_MAX_BYTES && bcrypt::verify(password, hash).unwrap_or(false)
 }
 
@@ -273,33 +275,39 @@ fn load_secrets(
     Ok(get_json(t, user.as_str())?.unwrap_or_default())
 }
 
-/// Organizations `user` belongs to that still exist (inside a write transaction).
-fn member_orgs_in(txn: &redb::WriteTransaction, user: &UserId) -> Result<Vec<OrgId>> {
-    let members: Vec<Membership> = scan_json(&txn.open_table(MEMBERS)?, "")?;
-    let orgs = txn.open_table(ORGS)?;
-    let mut out = Vec::new();
-    for m in members.into_iter().filter(|m| &m.user == user) {
-        if orgs.get(m.org.as_str())?.is_some() {
-            out.push(m.org);
-        }
-    }
-    Ok(out)
-}
-
-/// A change to a user's own credentials is audited in every organization they belong to: each
-/// tenant's trail shows what happened to the people who can act in it.
+/// A change to a user's own credentials goes to the user's own trail (`GET /api/v1/me/audit`),
+/// not to the organizations they belong to: an organization that added them never receives
+/// events about their account.
 fn audit_user_event(
     txn: &redb::WriteTransaction,
     user: &UserId,
     kind: &str,
     data: Value,
 ) -> Result<()> {
-    let at = now().text;
     let actor = Actor::User(user.clone());
-    for org in member_orgs_in(txn, user)? {
-        audit::append(txn, &org, &actor, kind, data.clone(), &at)?;
+    audit::append_user(txn, user, &actor, kind, data, &now().text).map(|_| ())
+}
+
+/// Delete every personal API token of `user` (optionally only those bound to `org`); returns
+/// how many. A password change or a 2FA reset ends them all (ADMIN_API.md).
+pub(crate) fn revoke_tokens_in(
+    txn: &redb::WriteTransaction,
+    user: &UserId,
+    only_org: Option<&OrgId>,
+) -> Result<usize> {
+    let mut table = txn.open_table(USER_TOKENS)?;
+    let mut doomed = Vec::new();
+    for row in table.iter()? {
+        let (k, v) = row?;
+        let rec: UserTokenRecord = serde_json::from_slice(v.value())?;
+        if &rec.user == user && only_org.is_none_or(|o| rec.org.as_ref() == Some(o)) {
+            doomed.push(k.value().to_string());
+        }
     }
-    Ok(())
+    for k in &doomed {
+        crate::wal::remove(&mut table, k)?;
+    }
+    Ok(doomed.len())
 }
 
 /// Remove `user`'s sessions except `keep` (a hash); returns how many ended.
@@ -424,7 +432,9 @@ impl Store {
             put_json(&mut users, user.as_str(), &u)?;
             drop(users);
             let ended = end_sessions_in(txn, user, keep_session)?;
-            let data = json!({"user": user, "other_sessions_ended": ended});
+            let tokens = revoke_tokens_in(txn, user, None)?;
+            let data = json!({"user": user, "other_sessions_ended": ended,
+                "api_tokens_revoked": tokens});
             audit_user_event(txn, user, "user.password_changed", data)
         })
     }
@@ -563,11 +573,16 @@ impl Store {
 
     /// Store `secret` as the user's pending TOTP secret (sealed; not active until
     /// [`Store::totp_confirm`]). Refused while 2FA is on: disable it first.
-    pub fn totp_begin_setup(&self, user: &UserId, secret: &[u8]) -> Result<()> {
+    /// Enrolling asks for the password again (blocking: bcrypt), so a borrowed session cannot
+    /// bind its own authenticator to the account.
+    pub fn totp_begin_setup(&self, user: &UserId, password: &str, secret: &[u8]) -> Result<()> {
         assert!(
             secret.len() >= TOTP_SECRET_MIN_BYTES,
             "TOTP secrets have at least 128 bits"
         );
+        if !self.verify_password(user, password)? {
+            return Err(StoreError::Invalid("the password is wrong".into()));
+        }
         self.write(|txn| {
             if txn.open_table(USERS)?.get(user.as_str())?.is_none() {
                 return Err(StoreError::NotFound("user"));
@@ -681,7 +696,9 @@ impl Store {
                 return Err(StoreError::Invalid("wrong password or code".into()));
             }
             txn.open_table(USER_SECRETS)?.remove(user.as_str())?;
-            audit_user_event(txn, user, "user.2fa_disabled", json!({"user": user}))
+            let tokens = revoke_tokens_in(txn, user, None)?;
+            let data = json!({"user": user, "api_tokens_revoked": tokens});
+            audit_user_event(txn, user, "user.2fa_disabled", data)
         })
     }
 
@@ -731,12 +748,13 @@ fn use_recovery_code_in(txn: &redb::WriteTransaction, user: &UserId, code: &str)
 // ------------------------------------------------------------------------------ API tokens
 
 impl Store {
-    /// Create a personal API token acting in `org`; returns it with the token, which is not
-    /// stored (only its SHA-256) and cannot be shown again.
+    /// Create a personal API token bound to `org` (the creator's active organization, where
+    /// they must be a member); returns it with the token, which is not stored (only its
+    /// SHA-256) and cannot be shown again. A user has at most [`TOKENS_PER_USER_MAX`].
     pub fn create_user_token(
         &self,
         user: &UserId,
-        org: Option<&OrgId>,
+        org: &OrgId,
         name: &str,
     ) -> Result<(UserToken, String)> {
         let name = name.trim();
@@ -749,22 +767,40 @@ impl Store {
             if txn.open_table(USERS)?.get(user.as_str())?.is_none() {
                 return Err(StoreError::NotFound("user"));
             }
+            load_org(txn, org)?;
+            if txn
+                .open_table(MEMBERS)?
+                .get(format!("{org}|{user}").as_str())?
+                .is_none()
+            {
+                return Err(StoreError::NotFound("organization"));
+            }
+            let mut table = txn.open_table(USER_TOKENS)?;
+            let mut held = 0usize;
+            for row in table.iter()? {
+                let (_, v) = row?;
+                let rec: UserTokenRecord = serde_json::from_slice(v.value())?;
+                held += usize::from(&rec.user == user);
+            }
+            if held >= TOKENS_PER_USER_MAX {
+                return Err(StoreError::Conflict(format!(
+                    "at most {TOKENS_PER_USER_MAX} API tokens per user: revoke one first"
+                )));
+            }
             let t = now();
             let (id, token) = new_user_token();
             let rec = UserTokenRecord {
                 user: user.clone(),
-                org: org.cloned(),
+                org: Some(org.clone()),
                 name: name.to_string(),
                 digest: sha256_hex(&token),
                 created_at: t.text.clone(),
             };
-            put_json(&mut txn.open_table(USER_TOKENS)?, &id, &rec)?;
-            if let Some(org) = org {
-                load_org(txn, org)?;
-                let data = json!({"user": user, "token_id": id, "name": name});
-                let actor = Actor::User(user.clone());
-                audit::append(txn, org, &actor, "user.token_created", data, &t.text)?;
-            }
+            put_json(&mut table, &id, &rec)?;
+            drop(table);
+            let data = json!({"user": user, "token_id": id, "name": name});
+            let actor = Actor::User(user.clone());
+            audit::append(txn, org, &actor, "user.token_created", data, &t.text)?;
             Ok((UserToken::new(&id, rec), token))
         })
     }
@@ -781,6 +817,11 @@ impl Store {
             return Ok(None);
         };
         if !ct_eq_str(&sha256_hex(token), &rec.digest) {
+            return Ok(None);
+        }
+        // A token is bound to one organization; tokens made before binding (no organization)
+        // acted in whichever organization came first and no longer authenticate.
+        if rec.org.is_none() {
             return Ok(None);
         }
         if r.open_table(USERS)?.get(rec.user.as_str())?.is_none() {
@@ -812,7 +853,7 @@ impl Store {
             if &rec.user != user {
                 return Err(StoreError::NotFound("token"));
             }
-            table.remove(id)?;
+            crate::wal::remove(&mut table, id)?;
             drop(table);
             if let Some(org) = &rec.org
                 && load_org(txn, org).is_ok()
@@ -879,8 +920,16 @@ mod tests {
     }
 
     fn enroll(s: &Store, user: &UserId) -> Vec<String> {
-        s.totp_begin_setup(user, SECRET).unwrap();
+        s.totp_begin_setup(user, PASSWORD, SECRET).unwrap();
         s.totp_confirm(user, &code(T0), T0, fake_code).unwrap()
+    }
+
+    fn user_kinds(s: &Store, user: &UserId) -> Vec<String> {
+        s.user_audit_page(user, 0, 500)
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap_or_default().to_string())
+            .collect()
     }
 
     fn audit_kinds(s: &Store, org: &OrgId) -> Vec<String> {
@@ -990,7 +1039,7 @@ mod tests {
             !s.totp_verify(&user.id, &code(T0), T0, fake_code).unwrap(),
             "not enrolled"
         );
-        s.totp_begin_setup(&user.id, SECRET).unwrap();
+        s.totp_begin_setup(&user.id, PASSWORD, SECRET).unwrap();
         assert!(!s.totp_enabled(&user.id).unwrap(), "pending is not active");
         assert!(
             !s.totp_verify(&user.id, &code(T0), T0, fake_code).unwrap(),
@@ -1010,7 +1059,7 @@ mod tests {
             );
         }
         assert!(matches!(
-            s.totp_begin_setup(&user.id, SECRET),
+            s.totp_begin_setup(&user.id, PASSWORD, SECRET),
             Err(StoreError::Conflict(_))
         ));
     }
@@ -1060,11 +1109,18 @@ mod tests {
             "old set"
         );
         assert!(s.use_recovery_code(&user.id, &fresh[9]).unwrap());
-        let kinds = audit_kinds(&s, &org.id);
+        // A user's credential events are theirs: in their own trail, never in an organization's.
+        let kinds = user_kinds(&s, &user.id);
         assert!(kinds.contains(&"user.2fa_enabled".to_string()), "{kinds:?}");
         assert!(
             kinds.contains(&"user.recovery_codes_regenerated".to_string()),
             "{kinds:?}"
+        );
+        assert!(s.user_audit_verify(&user.id).unwrap().is_ok());
+        let org_kinds = audit_kinds(&s, &org.id);
+        assert!(
+            !org_kinds.iter().any(|k| k.starts_with("user.")),
+            "{org_kinds:?}"
         );
         assert!(s.audit_verify(&org.id).unwrap().is_ok());
     }
@@ -1255,7 +1311,7 @@ mod tests {
     #[test]
     fn user_tokens_authenticate_by_digest_and_can_be_revoked() {
         let (_d, s, org, user) = store();
-        let (t, token) = s.create_user_token(&user.id, Some(&org.id), "ci").unwrap();
+        let (t, token) = s.create_user_token(&user.id, &org.id, "ci").unwrap();
         assert!(token.starts_with("pg_user_"));
         assert_eq!(parse_user_token(&token), Some(t.id.as_str()));
         let got = s.authenticate_user_token(&token).unwrap().unwrap();
@@ -1295,7 +1351,7 @@ mod tests {
         s.revoke_user_token(&user.id, &t.id).unwrap();
         assert!(s.authenticate_user_token(&token).unwrap().is_none());
         assert!(matches!(
-            s.create_user_token(&user.id, None, "  "),
+            s.create_user_token(&user.id, &org.id, "  "),
             Err(StoreError::Invalid(_))
         ));
     }

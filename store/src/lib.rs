@@ -14,6 +14,7 @@ mod error;
 mod events;
 mod humans;
 mod ids;
+mod invitations;
 mod jcs;
 mod metrics;
 mod model;
@@ -33,23 +34,26 @@ use std::sync::{Arc, Mutex};
 
 use redb::ReadableDatabase;
 
-pub use approvals::HumanVerdict;
+pub use approvals::{Claim, HumanVerdict};
 pub use audit::{AuditHead, GENESIS, VerifyReport, check_event};
 pub use crypto::MasterKey;
 pub use decide::{Decision, DecisionRequest, UpstreamOutcome};
 pub use error::{Result, StoreError};
 pub use events::{IntentEvents, Subscription};
 pub use humans::{
-    PASSWORD_MAX_BYTES, RECOVERY_CODES, SessionInfo, SignInFactor, TOTP_DIGITS, TOTP_SKEW_STEPS,
-    TOTP_STEP_SECS, TotpCodeFn, UserToken, session_hash,
+    PASSWORD_MAX_BYTES, RECOVERY_CODES, SessionInfo, SignInFactor, TOKENS_PER_USER_MAX,
+    TOTP_DIGITS, TOTP_SKEW_STEPS, TOTP_STEP_SECS, TotpCodeFn, UserToken, session_hash,
 };
 pub use ids::{Actor, AgentId, CapId, IntentId, OrgId, UserId};
+pub use invitations::{
+    Accepted, INVITATION_TTL_SECS, InvitationStatus, InvitationView, SecondFactorCheck,
+};
 pub use metrics::{COMMIT_BUCKETS_US, StoreMetrics, StoreMetricsSnapshot};
 pub use model::{
     Agent, AgentStatus, Approval, Intent, IntentStatus, Membership, Org, PolicyVersion, RailInfo,
     Reservation, Role, StoredResponse, User,
 };
-pub use org_admin::{CapPatch, MemberView};
+pub use org_admin::{CapPatch, MemberView, PersonRef};
 pub use tenants::{AuthedAgent, CapSpec, validate_password};
 pub use time_util::{Clock, now};
 pub use wal::WAL_FILE;

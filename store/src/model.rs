@@ -64,6 +64,14 @@ pub struct Membership {
     pub user: UserId,
     /// Role.
     pub role: Role,
+    /// RFC 3339 (microseconds, UTC) of the moment the membership began: the invitee accepted, or
+    /// the organization was created. `""` for memberships stored before invitations existed.
+    /// A hold's quorum counts only members whose `accepted_at` is before the hold's creation.
+    #[serde(default)]
+    pub accepted_at: String,
+    /// Who invited this member (`None` for an organization's creator and older memberships).
+    #[serde(default)]
+    pub invited_by: Option<UserId>,
 }
 
 /// Lifecycle of an agent.
@@ -98,6 +106,10 @@ pub struct Agent {
     pub token_digest: String,
     /// RFC 3339.
     pub created_at: String,
+    /// The human who created it (`None` for agents made by the system or before this was kept):
+    /// an approver sees it next to every hold of this agent.
+    #[serde(default)]
+    pub created_by: Option<UserId>,
 }
 
 /// Where a token id points.
@@ -183,7 +195,9 @@ impl IntentStatus {
         let ok = matches!(
             (self, to),
             (PendingApproval, Approved | Denied | Expired)
-                | (Approved, Forwarding)
+                // The kill switch: an approved hold of a frozen organization or a frozen or
+                // revoked agent is cancelled at the executor's claim, never sent.
+                | (Approved, Forwarding | Denied)
                 | (Forwarding, Succeeded | Failed | Unknown)
                 | (Unknown, Forwarding | Succeeded | Failed | Unknown)
         );

@@ -13,7 +13,7 @@ use crate::error::{Result, StoreError};
 use crate::ids::{Actor, AgentId, OrgId, UserId, random_hex};
 use crate::model::{Agent, Membership, Org, PolicyVersion, Role, User};
 use crate::tables::*;
-use crate::tenants::{BCRYPT_COST, load_org, save_org, validate_password};
+use crate::tenants::{load_org, save_org};
 use crate::time_util::now;
 
 /// A member as listed.
@@ -25,6 +25,33 @@ pub struct MemberView {
     pub email: String,
     /// Role.
     pub role: Role,
+    /// When the membership began (RFC 3339; `""` for memberships older than invitations).
+    pub accepted_at: String,
+    /// Who invited them (`None` for an organization's creator).
+    pub invited_by: Option<PersonRef>,
+}
+
+/// A human named in a view: id and email.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersonRef {
+    /// User id.
+    pub id: UserId,
+    /// Email (`""` when the user no longer exists).
+    pub email: String,
+}
+
+/// The person behind `user`, read from `users`.
+pub(crate) fn person(
+    users: &impl ReadableTable<&'static str, &'static [u8]>,
+    user: &UserId,
+) -> Result<PersonRef> {
+    let email = get_json::<User>(users, user.as_str())?
+        .map(|u| u.email)
+        .unwrap_or_default();
+    Ok(PersonRef {
+        id: user.clone(),
+        email,
+    })
 }
 
 /// Changes to a cap (absent fields stay).
@@ -110,6 +137,8 @@ impl Store {
                 org: org.id.clone(),
                 user: owner.clone(),
                 role: Role::Owner,
+                accepted_at: now().text,
+                invited_by: None,
             };
             put_json(
                 &mut txn.open_table(MEMBERS)?,
@@ -205,93 +234,20 @@ impl Store {
         let ms: Vec<Membership> = scan_json(&r.open_table(MEMBERS)?, &format!("{org}|"))?;
         let mut out = Vec::new();
         for m in ms {
-            let u: Option<User> = get_json(&users, m.user.as_str())?;
+            let invited_by = m
+                .invited_by
+                .as_ref()
+                .map(|u| person(&users, u))
+                .transpose()?;
             out.push(MemberView {
+                email: person(&users, &m.user)?.email,
                 user_id: m.user,
-                email: u.map(|u| u.email).unwrap_or_default(),
                 role: m.role,
+                accepted_at: m.accepted_at,
+                invited_by,
             });
         }
         Ok(out)
-    }
-
-    /// Invite by email: a new user gets `initial_password`; an existing user is added as is.
-    /// Only an Owner may grant the Owner role (`by_role`).
-    pub fn add_member(
-        &self,
-        org: &OrgId,
-        email: &str,
-        role: Role,
-        initial_password: Option<&str>,
-        by_role: Role,
-        actor: &Actor,
-    ) -> Result<MemberView> {
-        if role == Role::Owner && by_role != Role::Owner {
-            return Err(StoreError::Forbidden("only an owner may add owners".into()));
-        }
-        let email = email.trim().to_ascii_lowercase();
-        let existing = {
-            let r = self.read()?;
-            let id: Option<String> = r
-                .open_table(USERS_BY_EMAIL)?
-                .get(email.as_str())?
-                .map(|v| String::from_utf8_lossy(v.value()).into_owned());
-            id
-        };
-        let hash = match (&existing, initial_password) {
-            (Some(_), _) => None,
-            (None, Some(p)) => {
-                validate_password(p)?;
-                Some(bcrypt::hash(p, BCRYPT_COST).map_err(|e| StoreError::Db(e.to_string()))?)
-            }
-            (None, None) => {
-                return Err(StoreError::Invalid(
-                    "a new user needs an initial password".into(),
-                ));
-            }
-        };
-        self.write(|txn| {
-            load_org(txn, org)?;
-            let user_id = match (&existing, hash) {
-                (Some(id), _) => {
-                    UserId::parse(id).ok_or_else(|| StoreError::Corrupt("user index".into()))?
-                }
-                (None, Some(h)) => crate::tenants::create_user_in(txn, &email, h)?.id,
-                (None, None) => {
-                    return Err(StoreError::Invalid(
-                        "a new user needs an initial password".into(),
-                    ));
-                }
-            };
-            let key = format!("{org}|{user_id}");
-            let mut members = txn.open_table(MEMBERS)?;
-            if members.get(key.as_str())?.is_some() {
-                return Err(StoreError::Conflict("already a member".into()));
-            }
-            put_json(
-                &mut members,
-                &key,
-                &Membership {
-                    org: org.clone(),
-                    user: user_id.clone(),
-                    role,
-                },
-            )?;
-            drop(members);
-            audit::append(
-                txn,
-                org,
-                actor,
-                "member.added",
-                json!({"user": user_id, "email": email, "role": role}),
-                &now().text,
-            )?;
-            Ok(MemberView {
-                user_id,
-                email: email.clone(),
-                role,
-            })
-        })
     }
 
     /// Change a member's role. Owners are changed only by owners; the last owner stays.
@@ -330,13 +286,18 @@ impl Store {
                 json!({"user": user, "from": from, "to": role}),
                 &now().text,
             )?;
-            let email = get_json::<User>(&txn.open_table(USERS)?, user.as_str())?
-                .map(|u| u.email)
-                .unwrap_or_default();
+            let users = txn.open_table(USERS)?;
+            let invited_by = m
+                .invited_by
+                .as_ref()
+                .map(|u| person(&users, u))
+                .transpose()?;
             Ok(MemberView {
                 user_id: user.clone(),
-                email,
+                email: person(&users, user)?.email,
                 role,
+                accepted_at: m.accepted_at.clone(),
+                invited_by,
             })
         })
     }
@@ -365,12 +326,14 @@ impl Store {
             }
             members.remove(key.as_str())?;
             drop(members);
+            // Their API tokens bound here end too: a later re-invitation starts clean.
+            let tokens = crate::humans::revoke_tokens_in(txn, user, Some(org))?;
             audit::append(
                 txn,
                 org,
                 actor,
                 "member.removed",
-                json!({"user": user}),
+                json!({"user": user, "api_tokens_revoked": tokens}),
                 &now().text,
             )?;
             Ok(())

@@ -64,11 +64,20 @@ pub(crate) const AUDIT_HEADS: Table = TableDefinition::new("audit_heads");
 /// and counted toward caps (a confirm or capture of one of them is not counted again)
 pub(crate) const UPSTREAM_OBJECTS: Table = TableDefinition::new("upstream_objects");
 
+/// `{user}|{seq:020}` → canonical event JSON: a user's own trail (credential events)
+pub(crate) const USER_AUDIT: Table = TableDefinition::new("user_audit");
+/// `{user}` → AuditHead of the user's own trail
+pub(crate) const USER_AUDIT_HEADS: Table = TableDefinition::new("user_audit_heads");
+/// `{org}|{invitation}` → Invitation
+pub(crate) const INVITATIONS: Table = TableDefinition::new("invitations");
+/// `{token id}` → `{org}|{invitation}`: pending invitations by the id part of their token
+pub(crate) const INVITATION_TOKENS: Table = TableDefinition::new("invitation_tokens");
+
 /// `applied_lsn` → u64 (LE): the last batch of the writer's log that this state holds (wal.rs)
 pub(crate) const META: Table = TableDefinition::new("meta");
 
 /// Every table, created once at open so read transactions never meet a missing table.
-pub(crate) const ALL: [Table; 27] = [
+pub(crate) const ALL: [Table; 31] = [
     ORGS,
     USERS,
     USERS_BY_EMAIL,
@@ -95,6 +104,10 @@ pub(crate) const ALL: [Table; 27] = [
     AUDIT,
     AUDIT_HEADS,
     UPSTREAM_OBJECTS,
+    USER_AUDIT,
+    USER_AUDIT_HEADS,
+    INVITATIONS,
+    INVITATION_TOKENS,
     META,
 ];
 

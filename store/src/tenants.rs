@@ -6,7 +6,7 @@ use std::sync::Arc;
 use policies::{Cap, CapInterval, CapScope, CompiledPolicies, Currency, OnExceed};
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -158,6 +158,8 @@ impl Store {
                 org: org.id.clone(),
                 user: user.id.clone(),
                 role: Role::Owner,
+                accepted_at: now().text,
+                invited_by: None,
             };
             put_json(
                 &mut txn.open_table(MEMBERS)?,
@@ -219,6 +221,10 @@ impl Store {
                 token_digest: sha256_hex(&token),
                 token_id: token_id.clone(),
                 created_at: t.text.clone(),
+                created_by: match actor {
+                    Actor::User(u) => Some(u.clone()),
+                    _ => None,
+                },
             };
             put_json(
                 &mut txn.open_table(AGENTS)?,
@@ -534,7 +540,7 @@ impl Store {
     pub fn audit_verify(&self, org: &OrgId) -> Result<audit::VerifyReport> {
         let r = self.read()?;
         let events = r.open_table(AUDIT)?;
-        let stored = audit::head(&r.open_table(AUDIT_HEADS)?, org)?;
+        let stored = audit::head(&r.open_table(AUDIT_HEADS)?, org.as_str())?;
         audit::verify_events(audit::raw_events(&events, org)?, Some(&stored))
     }
 
@@ -552,10 +558,38 @@ impl Store {
         Ok(())
     }
 
+    /// A page of a user's own trail after `after` (seq), oldest first.
+    pub fn user_audit_page(&self, user: &UserId, after: u64, limit: usize) -> Result<Vec<Value>> {
+        let r = self.read()?;
+        let t = r.open_table(USER_AUDIT)?;
+        let start = format!("{user}|{:020}", after.saturating_add(1));
+        let end = format!("{user}}}");
+        let mut out = Vec::new();
+        for row in t.range(start.as_str()..end.as_str())?.take(limit) {
+            let (_, v) = row?;
+            out.push(serde_json::from_slice(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Verify a user's own trail (same chain rules as an organization's).
+    pub fn user_audit_verify(&self, user: &UserId) -> Result<audit::VerifyReport> {
+        let r = self.read()?;
+        let events = r.open_table(USER_AUDIT)?;
+        let stored = audit::head(&r.open_table(USER_AUDIT_HEADS)?, user.as_str())?;
+        let prefix = format!("{user}|");
+        let end = format!("{user}}}");
+        let iter = events.range(prefix.as_str()..end.as_str())?.map(|row| {
+            let (_, v) = row?;
+            Ok(v.value().to_vec())
+        });
+        audit::verify_events(iter, Some(&stored))
+    }
+
     /// The organization's chain head.
     pub fn audit_head(&self, org: &OrgId) -> Result<AuditHead> {
         let r = self.read()?;
-        audit::head(&r.open_table(AUDIT_HEADS)?, org)
+        audit::head(&r.open_table(AUDIT_HEADS)?, org.as_str())
     }
 }
 

@@ -113,24 +113,24 @@ pub(super) async fn login(
     JsonBody(req): JsonBody<LoginRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     csrf::check_origin(&headers, &state.settings)?;
-    let throttle = state.throttle.clone();
-    let email = req.email;
-    if !throttle.allows(&email, addr, Instant::now()) {
-        tracing::warn!(client = %addr, "sign-in throttled");
-        return Err(ApiError::Throttled);
-    }
     if req.password.len() > PASSWORD_MAX_BYTES {
         return Err(ApiError::Validation {
             message: format!("passwords are at most {PASSWORD_MAX_BYTES} bytes"),
             details: serde_json::Value::Null,
         });
     }
+    let throttle = state.throttle.clone();
+    let email = req.email;
+    // Counted before bcrypt, atomically with the budget check (throttle.rs).
+    if !throttle.begin(&email, addr, Instant::now()) {
+        tracing::warn!(client = %addr, "sign-in throttled");
+        return Err(ApiError::Throttled);
+    }
     let (e, password) = (email.clone(), req.password);
     let Some(user) = state
         .blocking(move |s| s.verify_login(&e, &password))
         .await?
     else {
-        throttle.record_failure(&email, addr, Instant::now());
         tracing::info!(client = %addr, "sign-in refused: invalid credentials");
         return Err(ApiError::InvalidCredentials);
     };
@@ -142,19 +142,20 @@ pub(super) async fn login(
     let factor = match second {
         SecondFactor::Passed(f) => f,
         SecondFactor::Missing => {
+            // The password was right and no code was tried: not a guess.
+            throttle.give_back(&email, addr);
             return Err(ApiError::SecondFactor(
                 "two-factor authentication is on: send totp_code or recovery_code",
             ));
         }
         SecondFactor::Wrong => {
-            throttle.record_failure(&email, addr, Instant::now());
             tracing::info!(client = %addr, user = %user.id, "sign-in refused: wrong second factor");
             return Err(ApiError::SecondFactor(
                 "the code is wrong, expired or already used",
             ));
         }
     };
-    throttle.record_success(&email);
+    throttle.succeeded(&email, addr);
     // A new id at every sign-in; a session id the browser already held ends here, so an id
     // planted before sign-in (session fixation) never becomes an authenticated one.
     let previous = CookieJar::from_headers(&headers)

@@ -5,7 +5,7 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use store::{OrgId, Role, Store, User};
 
-use super::{AuthVia, Principal};
+use super::{AuthVia, ClientAddr, Principal};
 use crate::error::ErrorBody;
 use crate::extract::JsonBody;
 use crate::{ApiError, AppState};
@@ -151,17 +151,17 @@ pub(super) struct PasswordChanged {
         (status = 422, description = "wrong current password or the new one breaks the rules", body = ErrorBody)))]
 pub(super) async fn change_password(
     State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
     p: Principal,
     JsonBody(b): JsonBody<ChangePassword>,
 ) -> Result<Json<PasswordChanged>, ApiError> {
     let keep = p.session_hash()?.to_string();
     let user = p.user.clone();
-    state
-        .blocking(move |s| {
-            s.change_password(&user, &b.current_password, &b.new_password, Some(&keep))
-        })
-        .await?;
-    tracing::info!(user = %p.user, "password changed; other sessions ended");
+    let change = state.blocking(move |s| {
+        s.change_password(&user, &b.current_password, &b.new_password, Some(&keep))
+    });
+    super::throttled(&state, &p.email, addr, change).await?;
+    tracing::info!(user = %p.user, "password changed; other sessions and API tokens ended");
     Ok(Json(PasswordChanged { changed: true }))
 }
 
@@ -191,4 +191,50 @@ pub(super) async fn set_active_organization(
         .await?;
     p.active_org = Some(org);
     current_view(&state, p).await
+}
+
+/// `GET /api/v1/me/audit` paging.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AuditQuery {
+    /// Events after this seq.
+    after: Option<u64>,
+    /// Page size (1..=500, default 50).
+    limit: Option<usize>,
+}
+
+/// The signed-in user's own trail: their credential events (password, 2FA, recovery codes,
+/// invitations accepted), hash-chained like an organization's and never written into one.
+#[utoipa::path(get, path = "/api/v1/me/audit", tag = "auth", params(AuditQuery),
+    responses((status = 200, body = serde_json::Value), (status = 401, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
+pub(super) async fn my_audit(
+    State(state): State<AppState>,
+    p: Principal,
+    axum::extract::Query(q): axum::extract::Query<AuditQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let limit = q.limit.unwrap_or(50);
+    if limit == 0 || limit > 500 {
+        return Err(ApiError::Validation {
+            message: "limit: 1..=500".into(),
+            details: serde_json::json!({"field": "limit"}),
+        });
+    }
+    let user = p.user.clone();
+    let data = state
+        .blocking(move |s| s.user_audit_page(&user, q.after.unwrap_or(0), limit))
+        .await?;
+    Ok(Json(serde_json::json!({"object": "list", "data": data})))
+}
+
+/// Verify the signed-in user's own trail.
+#[utoipa::path(get, path = "/api/v1/me/audit/verify", tag = "auth",
+    responses((status = 200, body = serde_json::Value), (status = 401, body = ErrorBody)))]
+pub(super) async fn verify_my_audit(
+    State(state): State<AppState>,
+    p: Principal,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let user = p.user.clone();
+    let report = state.blocking(move |s| s.user_audit_verify(&user)).await?;
+    Ok(Json(serde_json::json!(report)))
 }

@@ -7,6 +7,7 @@
 //! (the signed-in user's own account), [`totp`] (enrollment, recovery codes), [`tokens`].
 
 mod csrf;
+mod invitations;
 mod login;
 mod me;
 mod session;
@@ -20,6 +21,7 @@ use utoipa_axum::routes;
 
 use crate::AppState;
 
+pub(crate) use session::ClientAddr;
 pub use session::SESSION_COOKIE;
 pub use throttle::Throttle;
 pub use totp::code_at as totp_code_at;
@@ -62,5 +64,32 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(totp::confirm))
         .routes(routes!(totp::disable))
         .routes(routes!(totp::regenerate_recovery_codes))
-        .routes(routes!(tokens::create_token))
+        .routes(routes!(tokens::list_tokens, tokens::create_token))
+        .routes(routes!(tokens::revoke_token))
+        .routes(routes!(me::my_audit))
+        .routes(routes!(me::verify_my_audit))
+        .routes(routes!(invitations::accept))
+}
+
+/// Run `check` (which verifies a secret the human typed: password, TOTP or recovery code)
+/// under the throttle of `subject` (the account's email, shared with sign-in) and `addr`:
+/// counted before it runs, given back as a success only when it succeeds.
+pub(crate) async fn throttled<T>(
+    state: &AppState,
+    subject: &str,
+    addr: std::net::IpAddr,
+    check: impl std::future::Future<Output = Result<T, crate::ApiError>>,
+) -> Result<T, crate::ApiError> {
+    if !state
+        .throttle
+        .begin(subject, addr, std::time::Instant::now())
+    {
+        tracing::warn!(client = %addr, "throttled");
+        return Err(crate::ApiError::Throttled);
+    }
+    let out = check.await;
+    if out.is_ok() {
+        state.throttle.succeeded(subject, addr);
+    }
+    out
 }

@@ -10,7 +10,7 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
-use store::{Store, StoreError};
+use store::{OrgId, Store, StoreError};
 
 use super::{AuthVia, Principal, csrf};
 use crate::{AdminSettings, ApiError, AppState};
@@ -42,21 +42,72 @@ pub(super) fn cleared_cookie(settings: &AdminSettings) -> String {
         .to_string()
 }
 
-/// The client's address, for throttling. Needs the server to be run with
-/// `into_make_service_with_connect_info::<SocketAddr>()`; without it every client shares one
-/// bucket (still throttled, never unthrottled).
+/// The client's address, for throttling: the connection's peer, unless the peer is one of the
+/// configured `admin.trusted_proxies`. Then `X-Forwarded-For` is read from the right (the entry
+/// the nearest proxy appended) past every trusted hop; the first address that is not a trusted
+/// proxy is the client. A client cannot choose its bucket by sending the header itself: the
+/// header is ignored from untrusted peers, and entries left of the first untrusted one are
+/// never read. Needs the server to run with `into_make_service_with_connect_info::<SocketAddr>()`;
+/// without it every client shares one bucket (still throttled, never unthrottled).
 #[derive(Clone, Copy, Debug)]
-pub(super) struct ClientAddr(pub IpAddr);
+pub(crate) struct ClientAddr(pub IpAddr);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+/// Most `X-Forwarded-For` entries read (a longer chain is cut at this many from the right).
+const FORWARDED_HOPS_MAX: usize = 16;
+
+/// The client address for a connection from `peer` carrying `headers`.
+pub(crate) fn client_addr(
+    peer: IpAddr,
+    headers: &axum::http::HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut client = peer;
+    let hops = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .flat_map(|v| {
+            let text = v.to_str().unwrap_or("");
+            text.rsplit(',').map(str::trim).collect::<Vec<_>>()
+        })
+        .take(FORWARDED_HOPS_MAX);
+    for hop in hops {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) => {
+                client = ip;
+                if !is_trusted(&ip) {
+                    break;
+                }
+            }
+            // Not an address: what the nearest trusted hop saw is all we know.
+            Err(_) => break,
+        }
+    }
+    client
+}
+
+impl FromRequestParts<AppState> for ClientAddr {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let ip = parts
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
-        Ok(ClientAddr(ip))
+        Ok(ClientAddr(client_addr(
+            peer,
+            &parts.headers,
+            &state.settings.trusted_proxies,
+        )))
     }
 }
 
@@ -112,8 +163,8 @@ fn resolve_session(s: &Store, raw: &str, now: i64, idle: i64) -> store::Result<R
     }))
 }
 
-/// A personal API token: it acts in the organization it was created in, while its user is
-/// still a member there.
+/// A personal API token: it acts in the organization it was created in, and nowhere else,
+/// while its user is still a member there.
 fn resolve_token(s: &Store, token: &str) -> store::Result<Resolved> {
     let Some(t) = s.authenticate_user_token(token)? else {
         return Ok(Resolved::Nobody);
@@ -121,10 +172,11 @@ fn resolve_token(s: &Store, token: &str) -> store::Result<Resolved> {
     let Some(user) = s.user(&t.user)? else {
         return Ok(Resolved::Nobody);
     };
+    // Bound to one organization (the store refuses tokens without one): it acts there, and
+    // only while its user is still a member there.
     let active_org = match t.org {
         Some(org) if s.member_role(&org, &user.id)?.is_some() => Some(org),
-        Some(_) => return Ok(Resolved::Nobody),
-        None => s.first_org_of(&user.id)?.map(|o| o.id),
+        _ => return Ok(Resolved::Nobody),
     };
     Ok(Resolved::Principal(Principal {
         totp_enabled: s.totp_enabled(&user.id)?,
@@ -173,6 +225,15 @@ impl FromRequestParts<AppState> for Principal {
 }
 
 impl Principal {
+    /// Whether this principal may act on `org` named in a path: a session may act on any of
+    /// its user's organizations; an API token only on the one it is bound to.
+    pub fn may_act_on(&self, org: &OrgId) -> bool {
+        match self.via {
+            AuthVia::Session(_) => true,
+            AuthVia::ApiToken(_) => self.active_org.as_ref() == Some(org),
+        }
+    }
+
     /// The session's storage key, or 403 for an API token: managing one's own credentials and
     /// switching organization are acts of a signed-in human.
     pub fn session_hash(&self) -> Result<&str, ApiError> {
@@ -188,6 +249,46 @@ impl Principal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forwarded_for_is_read_only_from_trusted_proxies_and_from_the_right() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let with = |v: &[&str]| {
+            let mut h = axum::http::HeaderMap::new();
+            for x in v {
+                h.append("x-forwarded-for", x.parse().unwrap());
+            }
+            h
+        };
+        // An untrusted peer's header is ignored.
+        assert_eq!(
+            client_addr(ip("203.0.113.9"), &with(&["198.51.100.1"]), &trusted),
+            ip("203.0.113.9")
+        );
+        // A trusted proxy: the rightmost untrusted entry, whatever the client put on the left.
+        let h = with(&["1.2.3.4, 198.51.100.7, 10.0.0.5"]);
+        assert_eq!(
+            client_addr(ip("10.0.0.1"), &h, &trusted),
+            ip("198.51.100.7")
+        );
+        // Several header lines are one list, in order.
+        let h = with(&["6.6.6.6", "198.51.100.8"]);
+        assert_eq!(
+            client_addr(ip("10.0.0.1"), &h, &trusted),
+            ip("198.51.100.8")
+        );
+        // Garbage right of any address: the proxy itself is the bucket.
+        let h = with(&["198.51.100.1, not-an-ip"]);
+        assert_eq!(client_addr(ip("10.0.0.1"), &h, &trusted), ip("10.0.0.1"));
+        // No header: the proxy.
+        assert_eq!(
+            client_addr(ip("10.0.0.1"), &with(&[]), &trusted),
+            ip("10.0.0.1")
+        );
+        // Nothing trusted: the peer, always.
+        assert_eq!(client_addr(ip("10.0.0.1"), &h, &[]), ip("10.0.0.1"));
+    }
 
     #[test]
     fn cookie_has_the_attributes_admin_api_md_requires() {

@@ -1,6 +1,12 @@
-//! Login throttling per account and per client address (ADMIN_API.md: failures are throttled,
-//! `429`). Fixed windows in a bounded in-memory map: a restart forgets them, which only ever
-//! lets an attacker try a few more passwords against bcrypt cost 10.
+//! Throttling of everything that checks a secret a human typed (ADMIN_API.md: failures are
+//! throttled, `429`): sign-in, accepting an invitation, password change, 2FA setup and disable,
+//! recovery-code regeneration, and the step-up code of an approval. Per account and per client
+//! address, in fixed windows held in a bounded in-memory map: a restart forgets them, which only
+//! ever lets an attacker try a few more passwords against bcrypt cost 10.
+//!
+//! An attempt is counted **before** the secret is checked, atomically with the check of the
+//! budget ([`Throttle::begin`]): concurrent guesses cannot all pass the check and be counted
+//! afterwards. A success then gives the attempt back ([`Throttle::succeeded`]).
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -79,28 +85,48 @@ impl Throttle {
         }
     }
 
-    /// Whether a login attempt for `email` from `addr` may proceed at `now`.
-    pub fn allows(&self, email: &str, addr: IpAddr, now: Instant) -> bool {
-        let maps = self.lock();
+    /// Count one attempt for `subject` (an email, or a user id for signed-in actions) from
+    /// `addr`, if both budgets allow it; `false` (and nothing counted) when either is spent.
+    /// The check and the count are one step under one lock.
+    pub fn begin(&self, subject: &str, addr: IpAddr, now: Instant) -> bool {
+        let mut maps = self.lock();
         let live = |w: Option<&Window>| {
             w.filter(|w| now.duration_since(w.started) < self.window)
                 .map_or(0, |w| w.failures)
         };
-        live(maps.accounts.get(&account_key(email))) < self.account_failures_max
-            && live(maps.addresses.get(&addr)) < self.address_failures_max
-    }
-
-    /// Count a failed attempt against both the account and the address.
-    pub fn record_failure(&self, email: &str, addr: IpAddr, now: Instant) {
-        let mut maps = self.lock();
+        let key = account_key(subject);
+        if live(maps.accounts.get(&key)) >= self.account_failures_max
+            || live(maps.addresses.get(&addr)) >= self.address_failures_max
+        {
+            return false;
+        }
         let (window, max) = (self.window, self.entries_max);
-        bump(&mut maps.accounts, account_key(email), now, window, max);
+        bump(&mut maps.accounts, key, now, window, max);
         bump(&mut maps.addresses, addr, now, window, max);
+        true
     }
 
-    /// A successful sign-in clears the account's failures (not the address's).
-    pub fn record_success(&self, email: &str) {
-        self.lock().accounts.remove(&account_key(email));
+    /// The attempt begun for `subject` from `addr` succeeded: the account's failures are
+    /// cleared and the address gets its attempt back.
+    pub fn succeeded(&self, subject: &str, addr: IpAddr) {
+        let mut maps = self.lock();
+        maps.accounts.remove(&account_key(subject));
+        if let Some(w) = maps.addresses.get_mut(&addr) {
+            w.failures = w.failures.saturating_sub(1);
+        }
+    }
+
+    /// Give back one attempt begun for `subject` from `addr` that turned out not to be a guess
+    /// (e.g. a right password sent without its second factor yet): one count each, nothing
+    /// cleared, so it cannot be used to reset a budget.
+    pub fn give_back(&self, subject: &str, addr: IpAddr) {
+        let mut maps = self.lock();
+        if let Some(w) = maps.accounts.get_mut(&account_key(subject)) {
+            w.failures = w.failures.saturating_sub(1);
+        }
+        if let Some(w) = maps.addresses.get_mut(&addr) {
+            w.failures = w.failures.saturating_sub(1);
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Maps> {
@@ -153,17 +179,32 @@ mod tests {
         let t = Throttle::default();
         let now = Instant::now();
         for _ in 0..ACCOUNT_FAILURES_MAX {
-            assert!(t.allows("x@example.com", A, now));
-            t.record_failure("X@Example.com ", A, now);
+            assert!(t.begin("X@Example.com ", A, now));
         }
-        assert!(!t.allows("x@example.com", A, now));
+        assert!(!t.begin("x@example.com", A, now));
         assert!(
-            !t.allows("x@example.com", B, now),
+            !t.begin("x@example.com", B, now),
             "per account, any address"
         );
-        assert!(t.allows("y@example.com", A, now), "other accounts go on");
+        assert!(t.begin("y@example.com", A, now), "other accounts go on");
         let later = now + Duration::from_secs(WINDOW_SECS);
-        assert!(t.allows("x@example.com", A, later), "window over");
+        assert!(t.begin("x@example.com", A, later), "window over");
+    }
+
+    #[test]
+    fn concurrent_attempts_never_exceed_the_budget() {
+        let t = std::sync::Arc::new(Throttle::default());
+        let now = Instant::now();
+        let passed: u32 = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..32)
+                .map(|_| {
+                    let t = t.clone();
+                    s.spawn(move || u32::from(t.begin("race@example.com", A, now)))
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+        });
+        assert_eq!(passed, ACCOUNT_FAILURES_MAX);
     }
 
     #[test]
@@ -171,23 +212,23 @@ mod tests {
         let t = Throttle::default();
         let now = Instant::now();
         for i in 0..ADDRESS_FAILURES_MAX {
-            t.record_failure(&format!("u{i}@example.com"), A, now);
+            assert!(t.begin(&format!("u{i}@example.com"), A, now));
         }
-        assert!(!t.allows("fresh@example.com", A, now));
-        assert!(t.allows("fresh@example.com", B, now));
+        assert!(!t.begin("fresh@example.com", A, now));
+        assert!(t.begin("fresh@example.com", B, now));
     }
 
     #[test]
     fn success_clears_the_account_and_maps_stay_bounded() {
         let t = Throttle::new(2, 1000, Duration::from_secs(60), 3);
         let now = Instant::now();
-        t.record_failure("a@x", A, now);
-        t.record_failure("a@x", A, now);
-        assert!(!t.allows("a@x", A, now));
-        t.record_success("a@x");
-        assert!(t.allows("a@x", A, now));
+        assert!(t.begin("a@x", A, now));
+        assert!(t.begin("a@x", A, now));
+        assert!(!t.begin("a@x", A, now));
+        t.succeeded("a@x", A);
+        assert!(t.begin("a@x", A, now));
         for i in 0..10 {
-            t.record_failure(&format!("{i}@x"), A, now + Duration::from_millis(i));
+            t.begin(&format!("{i}@x"), A, now + Duration::from_millis(i));
         }
         assert!(t.lock().accounts.len() <= 3);
     }

@@ -7,7 +7,7 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use totp_rs::{Algorithm, TOTP};
 
-use super::Principal;
+use super::{ClientAddr, Principal};
 use crate::error::ErrorBody;
 use crate::extract::JsonBody;
 use crate::{ApiError, AppState};
@@ -46,20 +46,31 @@ pub(super) struct TotpSetup {
 }
 
 /// Start enrolling: a new secret, not active until confirmed with a code from it.
-#[utoipa::path(post, path = "/api/v1/me/totp/setup", tag = "auth",
+/// `POST /api/v1/me/totp/setup`: enrolling asks for the password again.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TotpSetupRequest {
+    /// The account's current password.
+    password: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/me/totp/setup", tag = "auth", request_body = TotpSetupRequest,
     responses((status = 200, body = TotpSetup), (status = 401, body = ErrorBody),
+        (status = 422, description = "wrong password", body = ErrorBody),
+        (status = 429, body = ErrorBody),
         (status = 409, description = "2FA is already on", body = ErrorBody)))]
 pub(super) async fn setup(
     State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
     p: Principal,
+    JsonBody(b): JsonBody<TotpSetupRequest>,
 ) -> Result<Json<TotpSetup>, ApiError> {
     p.session_hash()?;
     let mut secret = vec![0u8; SECRET_BYTES];
     getrandom::fill(&mut secret).map_err(|_| ApiError::Internal)?;
     let (user, stored) = (p.user.clone(), secret.clone());
-    state
-        .blocking(move |s| s.totp_begin_setup(&user, &stored))
-        .await?;
+    let begin = state.blocking(move |s| s.totp_begin_setup(&user, &b.password, &stored));
+    super::throttled(&state, &p.email, addr, begin).await?;
     let t = totp(secret, p.email.clone());
     Ok(Json(TotpSetup {
         secret: t.get_secret_base32(),
@@ -128,16 +139,17 @@ pub(super) struct TotpState {
         (status = 422, description = "wrong password or code", body = ErrorBody)))]
 pub(super) async fn disable(
     State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
     p: Principal,
     JsonBody(b): JsonBody<TotpDisable>,
 ) -> Result<Json<TotpState>, ApiError> {
     p.session_hash()?;
     let user = p.user.clone();
     let now = store::now().unix;
-    state
-        .blocking(move |s| s.totp_disable(&user, &b.password, b.code.trim(), now, code_at))
-        .await?;
-    tracing::info!(user = %p.user, "2FA disabled");
+    let off =
+        state.blocking(move |s| s.totp_disable(&user, &b.password, b.code.trim(), now, code_at));
+    super::throttled(&state, &p.email, addr, off).await?;
+    tracing::info!(user = %p.user, "2FA disabled; API tokens revoked");
     Ok(Json(TotpState {
         totp_enabled: false,
     }))
@@ -158,14 +170,14 @@ pub(super) struct RegenerateCodes {
         (status = 422, description = "wrong password", body = ErrorBody)))]
 pub(super) async fn regenerate_recovery_codes(
     State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
     p: Principal,
     JsonBody(b): JsonBody<RegenerateCodes>,
 ) -> Result<Json<RecoveryCodes>, ApiError> {
     p.session_hash()?;
     let user = p.user.clone();
-    let codes = state
-        .blocking(move |s| s.regenerate_recovery_codes(&user, &b.password))
-        .await?;
+    let regen = state.blocking(move |s| s.regenerate_recovery_codes(&user, &b.password));
+    let codes = super::throttled(&state, &p.email, addr, regen).await?;
     Ok(Json(RecoveryCodes {
         recovery_codes: codes,
     }))
