@@ -244,6 +244,22 @@ def test_sighup_reloads_the_certificates_and_keeps_a_bad_file_out(guard_factory,
     assert r.status_code == 200
 
 
+def test_unusable_certificate_files_stop_the_start_with_a_clear_error(guard_factory, pki):
+    one_chain, _ = pki.leaf("leaf-one")
+    _, two_key = pki.leaf("leaf-two")
+    p = refused_start(guard_factory, {"GUARD_PROXY_TLS_CERT": str(one_chain),
+                                      "GUARD_PROXY_TLS_KEY": str(two_key)})
+    assert p.returncode == 1, (p.returncode, p.stdout, p.stderr)
+    assert "proxy TLS certificate" in p.stderr and "is not usable with the certificate" in p.stderr
+    assert "PRIVATE KEY" not in p.stderr and "PRIVATE KEY" not in p.stdout
+
+    missing = pki.dir / "missing.pem"
+    p = refused_start(guard_factory, {"GUARD_ADMIN_TLS_CERT": str(missing),
+                                      "GUARD_ADMIN_TLS_KEY": str(two_key)})
+    assert p.returncode == 1, (p.returncode, p.stdout, p.stderr)
+    assert f"admin TLS certificate: cannot open {missing}" in p.stderr, p.stderr
+
+
 def test_production_refuses_a_plain_http_admin_listener(guard_factory):
     p = refused_start(guard_factory, {"GUARD_ADMIN_PRODUCTION": "true",
                                       "GUARD_ADMIN_ORIGIN": "https://guard.example"})
