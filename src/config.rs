@@ -29,6 +29,13 @@ pub struct ProxyCfg {
     pub threads: usize,
     /// SIGTERM: seconds in-flight requests get to finish before the runtimes stop.
     pub shutdown_grace_secs: u64,
+    /// TLS on the proxy listener: certificate chain (PEM, leaf first). With `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    /// TLS on the proxy listener: private key (PEM: PKCS#8, PKCS#1 or SEC1). With `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// A TLS-terminating proxy in front of this listener is declared (production accepts a
+    /// plain-HTTP listener then).
+    pub tls_terminator: bool,
 }
 
 impl Default for ProxyCfg {
@@ -40,6 +47,9 @@ impl Default for ProxyCfg {
             max_hold_wait_secs: 60,
             in_flight_wait_ms: 5_000,
             threads: 2,
+            tls_cert: None,
+            tls_key: None,
+            tls_terminator: false,
         }
     }
 }
@@ -58,6 +68,13 @@ pub struct AdminCfg {
     /// sign-in throttling; empty: the connection's peer is the client. A TOML list, or one
     /// comma-separated string (`GUARD_ADMIN_TRUSTED_PROXIES=10.0.0.0/8,127.0.0.1`).
     pub trusted_proxies: StringList,
+    /// TLS on the admin listener: certificate chain (PEM, leaf first). With `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    /// TLS on the admin listener: private key (PEM: PKCS#8, PKCS#1 or SEC1). With `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// A TLS-terminating proxy in front of this listener is declared (production accepts a
+    /// plain-HTTP listener then).
+    pub tls_terminator: bool,
 }
 
 /// A list of strings: a TOML array, or one comma-separated string (environment overrides).
@@ -118,6 +135,9 @@ impl Default for AdminCfg {
             session_idle_secs: 30 * 60,
             session_absolute_secs: 12 * 3600,
             trusted_proxies: StringList::Empty,
+            tls_cert: None,
+            tls_key: None,
+            tls_terminator: false,
         }
     }
 }
@@ -277,8 +297,64 @@ impl Config {
         if self.proxy.threads == 0 || self.proxy.threads > 64 {
             bail!("proxy.threads must be 1..=64");
         }
+        self.check_tls()
+    }
+
+    /// A certificate needs its key.
+    fn check_tls(&self) -> anyhow::Result<()> {
+        for (section, cert, key) in [
+            ("proxy", &self.proxy.tls_cert, &self.proxy.tls_key),
+            ("admin", &self.admin.tls_cert, &self.admin.tls_key),
+        ] {
+            if cert.is_some() != key.is_some() {
+                bail!("{section}: tls_cert and tls_key go together (set both or neither)");
+            }
+        }
         Ok(())
     }
+
+    /// `serve` only (store commands open no listener): production refuses plain HTTP where the
+    /// bytes could leave the host (DECISIONS.md, "TLS on both listeners").
+    pub fn check_listeners(&self) -> anyhow::Result<()> {
+        let p = &self.proxy;
+        let a = &self.admin;
+        if !a.production {
+            return Ok(());
+        }
+        if a.tls_cert.is_none() && !a.tls_terminator {
+            bail!(
+                "admin.production = true refuses plain HTTP on the admin listener {}: set \
+                 admin.tls_cert and admin.tls_key, or declare admin.tls_terminator = true when a \
+                 TLS-terminating proxy is in front",
+                a.listen
+            );
+        }
+        if !a.origin.starts_with("https://") {
+            bail!(
+                "admin.production = true needs an https:// admin.origin (Secure cookies and HSTS \
+                 are sent), not {}",
+                a.origin
+            );
+        }
+        if p.tls_cert.is_none() && !p.tls_terminator && !is_loopback(&p.listen) {
+            bail!(
+                "admin.production = true refuses plain HTTP on the proxy listener {} (not a \
+                 loopback address): set proxy.tls_cert and proxy.tls_key, declare \
+                 proxy.tls_terminator = true when a TLS-terminating proxy is in front, or listen \
+                 on loopback for agents on the same host",
+                p.listen
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A listen address whose IP is loopback (`127.0.0.0/8`, `::1`). Host names are not resolved:
+/// `localhost:8080` is not loopback here, so it needs TLS in production.
+fn is_loopback(listen: &str) -> bool {
+    listen
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|a| a.ip().is_loopback())
 }
 
 /// `GUARD_PROXY_MAX_BODY_BYTES=1024` → `[proxy] max_body_bytes = 1024`.
@@ -376,5 +452,70 @@ mod tests {
     #[test]
     fn body_limit_is_bounded_by_the_retry_buffer() {
         assert!(load_with("", &[("GUARD_PROXY_MAX_BODY_BYTES", "70000")]).is_err());
+    }
+
+    #[test]
+    fn a_tls_certificate_needs_its_key() {
+        assert!(load_with("[admin]\ntls_cert = \"c.pem\"\n", &[]).is_err());
+        assert!(load_with("", &[("GUARD_PROXY_TLS_KEY", "k.pem")]).is_err());
+        let c = load_with("[proxy]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n", &[]).unwrap();
+        assert_eq!(c.proxy.tls_cert, Some(PathBuf::from("c.pem")));
+    }
+
+    #[test]
+    fn production_refuses_plain_http_listeners() {
+        let prod = [
+            ("GUARD_ADMIN_PRODUCTION", "true"),
+            ("GUARD_ADMIN_ORIGIN", "https://guard.example"),
+        ];
+        // Store commands still load a production configuration; only `serve` checks listeners.
+        let c = load_with("", &prod).unwrap();
+        assert!(c.check_listeners().is_err(), "plain admin listener");
+        let tls = "[admin]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n";
+        load_with(tls, &prod).unwrap().check_listeners().unwrap();
+        let term = [prod[0], prod[1], ("GUARD_ADMIN_TLS_TERMINATOR", "true")];
+        load_with("", &term).unwrap().check_listeners().unwrap();
+        let http_origin = [prod[0], ("GUARD_ADMIN_TLS_TERMINATOR", "true")];
+        assert!(
+            load_with("", &http_origin)
+                .unwrap()
+                .check_listeners()
+                .is_err()
+        );
+        // The proxy: loopback is the sidecar case; any other address needs TLS or a terminator.
+        let wide = [
+            term[0],
+            term[1],
+            term[2],
+            ("GUARD_PROXY_LISTEN", "0.0.0.0:8080"),
+        ];
+        assert!(load_with("", &wide).unwrap().check_listeners().is_err());
+        let host = [
+            term[0],
+            term[1],
+            term[2],
+            ("GUARD_PROXY_LISTEN", "localhost:8080"),
+        ];
+        assert!(load_with("", &host).unwrap().check_listeners().is_err());
+        let fronted = [
+            wide[0],
+            wide[1],
+            wide[2],
+            wide[3],
+            ("GUARD_PROXY_TLS_TERMINATOR", "true"),
+        ];
+        load_with("", &fronted).unwrap().check_listeners().unwrap();
+        let v6 = [
+            term[0],
+            term[1],
+            term[2],
+            ("GUARD_PROXY_LISTEN", "[::1]:8080"),
+        ];
+        load_with("", &v6).unwrap().check_listeners().unwrap();
+        // Not production: anything goes.
+        load_with("", &[("GUARD_PROXY_LISTEN", "0.0.0.0:8080")])
+            .unwrap()
+            .check_listeners()
+            .unwrap();
     }
 }

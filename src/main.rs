@@ -5,6 +5,7 @@ mod cli;
 mod config;
 mod serve;
 mod services;
+mod tls;
 mod webhook_worker;
 
 use std::process::ExitCode;

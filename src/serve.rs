@@ -35,6 +35,8 @@ pub fn generate_password() -> String {
 
 /// Run the guard.
 pub fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
+    cfg.check_listeners()?;
+    let tls = crate::tls::ListenerCerts::load(&cfg)?;
     let store = Arc::new(open_store(&cfg)?);
     bootstrap_if_empty(&store, &cfg)?;
     for org in store.upgrade_default_policies(policies::PREVIOUS_DEFAULT_POLICY_TEXTS)? {
@@ -90,7 +92,14 @@ pub fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
         guard,
         "payment-guard proxy",
     );
-    proxy_service.add_tcp(&cfg.proxy.listen);
+    match &tls.proxy {
+        Some(cert) => proxy_service.add_tls_with_settings(
+            &cfg.proxy.listen,
+            None,
+            crate::tls::pingora_settings(cert.clone())?,
+        ),
+        None => proxy_service.add_tcp(&cfg.proxy.listen),
+    }
     server.add_service(proxy_service);
 
     let admin_settings = admin::AdminSettings {
@@ -106,6 +115,11 @@ pub fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     let admin_service = AdminService {
         listen: cfg.admin.listen.clone(),
         state: admin_state,
+        tls: tls
+            .admin
+            .clone()
+            .map(crate::tls::admin_server_config)
+            .transpose()?,
     };
     server.add_service(background_service("admin API", admin_service));
     let executor = ExecutorService {
@@ -137,7 +151,8 @@ pub fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
         every: std::time::Duration::from_secs(HOLD_EXPIRY_CHECK_SECS),
     };
     server.add_service(background_service("hold expiry", expiry));
-    tracing::info!(proxy = %cfg.proxy.listen, admin = %cfg.admin.listen, upstream = %cfg.upstream.base_url, data_dir = %cfg.store.data_dir.display(), "payment guard starting");
+    crate::tls::reload_on_sighup(tls.all())?;
+    tracing::info!(proxy = %cfg.proxy.listen, proxy_tls = tls.proxy.is_some(), admin = %cfg.admin.listen, admin_tls = tls.admin.is_some(), upstream = %cfg.upstream.base_url, data_dir = %cfg.store.data_dir.display(), "payment guard starting");
     server.run(RunArgs::default());
     tracing::info!("payment guard stopped");
     Ok(ExitCode::SUCCESS)

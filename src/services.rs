@@ -7,14 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use axum::serve::ListenerExt;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use store::{Committer, IntentEvents, Store};
 
-/// The admin API on its own listener.
+/// The admin API on its own listener, over TLS when `tls` is set.
 pub struct AdminService {
     pub listen: String,
     pub state: admin::AppState,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 #[async_trait]
@@ -32,10 +34,20 @@ impl BackgroundService for AdminService {
         let stop = async move {
             let _ = shutdown.changed().await;
         };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await
-        {
+        let served = match &self.tls {
+            // `tap_io` with no tap: axum gives `ConnectInfo<SocketAddr>` to any listener
+            // wrapped this way (its blanket impl), as it does to a bare TcpListener.
+            Some(config) => {
+                let tls = crate::tls::TlsListener::new(listener, config.clone()).tap_io(|_| {});
+                axum::serve(tls, app).with_graceful_shutdown(stop).await
+            }
+            None => {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }
+        };
+        if let Err(e) = served {
             tracing::error!(error = %e, "admin API stopped with an error");
         }
     }
