@@ -64,11 +64,15 @@ pub(crate) const AUDIT_HEADS: Table = TableDefinition::new("audit_heads");
 /// and counted toward caps (a confirm or capture of one of them is not counted again)
 pub(crate) const UPSTREAM_OBJECTS: Table = TableDefinition::new("upstream_objects");
 
+/// `{org}|{user}|{sha256(Idempotency-Key)}` → admin API idempotency record (`-` for the org of
+/// a user without one); the answer inside is sealed (admin_idempotency.rs)
+pub(crate) const ADMIN_IDEMPOTENCY: Table = TableDefinition::new("admin_idempotency");
+
 /// `applied_lsn` → u64 (LE): the last batch of the writer's log that this state holds (wal.rs)
 pub(crate) const META: Table = TableDefinition::new("meta");
 
 /// Every table, created once at open so read transactions never meet a missing table.
-pub(crate) const ALL: [Table; 27] = [
+pub(crate) const ALL: [Table; 28] = [
     ORGS,
     USERS,
     USERS_BY_EMAIL,
@@ -95,6 +99,7 @@ pub(crate) const ALL: [Table; 27] = [
     AUDIT,
     AUDIT_HEADS,
     UPSTREAM_OBJECTS,
+    ADMIN_IDEMPOTENCY,
     META,
 ];
 
