@@ -8,6 +8,7 @@ through the API (lists, the intent, the audit trail) or the store's own files.
 
 from __future__ import annotations
 
+import base64
 import threading
 import uuid
 
@@ -269,7 +270,9 @@ def test_a_replayed_secret_is_not_kept_in_clear_in_the_store(guard):
     assert agent_again.headers.get("Idempotent-Replayed") == "true"
 
     guard.stop()  # every byte on disk
-    secrets = [agent.json()["token"].encode(), token.json()["token"].encode()]
+    # The token itself, and the kept answer as an unsealed record would hold it (base64 body).
+    secrets = [agent.json()["token"].encode(), token.json()["token"].encode(),
+               base64.b64encode(agent.content), base64.b64encode(token.content)]
     files = [p for p in guard.data_dir.rglob("*") if p.is_file() and p.name != "master.key"]
     assert any(p.name == "guard.redb" for p in files), files
     for p in files:
