@@ -15,7 +15,19 @@ async function refresh() {
     const td = document.createElement('td');
     for (const verb of ['approve', 'deny']) {
       const b = document.createElement('button'); b.textContent = verb; b.dataset.intent = i.id;
-      b.onclick = async () => { await api('/intents/' + i.id + '/' + verb, {method: 'POST', body: '{}'}); refresh(); };
+      // One Idempotency-Key per button: a double click decides once (ADMIN_API.md).
+      const key = Array.from(crypto.getRandomValues(new Uint8Array(16)), x => x.toString(16).padStart(2, '0')).join('');
+      b.onclick = async () => {
+        const send = body => api('/intents/' + i.id + '/' + verb, {method: 'POST', body: JSON.stringify(body), headers: {'Content-Type': 'application/json', 'Idempotency-Key': key}});
+        let r = await send({});
+        if (r.body.error?.code === 'step_up_required') {
+          // The organization wants a fresh TOTP code with every decision (step-up).
+          const code = window.prompt('Current authenticator code');
+          if (code) r = await send({totp_code: code});
+        }
+        if (r.status !== 200) document.getElementById('who').textContent = verb + ' failed: ' + (r.body.error?.message || r.status);
+        refresh();
+      };
       td.append(b);
     }
     tr.append(td); tbody.append(tr);

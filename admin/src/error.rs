@@ -57,6 +57,28 @@ pub enum ApiError {
         /// Human-readable message.
         message: String,
     },
+    /// 400 approve and deny need an `Idempotency-Key` (idempotency.rs).
+    #[error(
+        "this request needs an Idempotency-Key header, so a retried or double-clicked request never acts twice"
+    )]
+    IdempotencyKeyRequired,
+    /// 400 an `Idempotency-Key` that is not 1..=255 visible ASCII characters, or sent twice.
+    #[error("{0}")]
+    IdempotencyKeyInvalid(String),
+    /// 400 the key was used before for a different request (PROXY.md `guard_idempotency_key_reused`).
+    #[error("this Idempotency-Key was already used for a different request (method, path or body)")]
+    IdempotencyKeyReused,
+    /// 409 the first request with this key is still running (PROXY.md `guard_request_in_progress`).
+    #[error(
+        "a request with this Idempotency-Key is still in progress; retry shortly with the same key"
+    )]
+    RequestInProgress,
+    /// 409 the first request with this key was interrupted (the guard stopped); whether it acted
+    /// is unknown, so it is not run again.
+    #[error(
+        "the first request with this Idempotency-Key was interrupted and its outcome is unknown; check the resource, then use a new key"
+    )]
+    IdempotencyOutcomeUnknown,
     /// 500 the store failed.
     #[error("internal error")]
     Internal,
@@ -98,6 +120,11 @@ impl ApiError {
             Validation { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
             Throttled => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
             Coded { status, code, .. } => (*status, code),
+            IdempotencyKeyRequired => (StatusCode::BAD_REQUEST, "idempotency_key_required"),
+            IdempotencyKeyInvalid(_) => (StatusCode::BAD_REQUEST, "idempotency_key_invalid"),
+            IdempotencyKeyReused => (StatusCode::BAD_REQUEST, "idempotency_key_reused"),
+            RequestInProgress => (StatusCode::CONFLICT, "request_in_progress"),
+            IdempotencyOutcomeUnknown => (StatusCode::CONFLICT, "idempotency_outcome_unknown"),
             Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

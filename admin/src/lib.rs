@@ -9,6 +9,7 @@
 pub mod auth;
 mod error;
 mod extract;
+mod idempotency;
 mod metrics;
 mod rbac;
 mod resources;
@@ -18,5 +19,6 @@ pub mod webhook_target;
 mod webhooks;
 
 pub use error::ApiError;
+pub use idempotency::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, MAX_IDEMPOTENCY_KEY_BYTES};
 pub use router::{build_router, openapi_json};
 pub use state::{AdminSettings, AppState};

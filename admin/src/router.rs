@@ -30,15 +30,22 @@ fn api() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document, generated from the handlers' annotations.
 pub fn openapi_json() -> String {
-    let (_, doc) = api().split_for_parts();
+    let (_, mut doc) = api().split_for_parts();
+    crate::idempotency::describe_in(&mut doc);
     doc.to_pretty_json().unwrap_or_default()
 }
 
 /// The whole admin application.
 pub fn build_router(state: AppState) -> Router {
-    let (router, doc) = api().split_for_parts();
+    let (router, mut doc) = api().split_for_parts();
+    crate::idempotency::describe_in(&mut doc);
     let doc_json = doc.to_pretty_json().unwrap_or_default();
     router
+        // Every API route above, none below (idempotency.rs).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::idempotency::layer,
+        ))
         .route(
             "/api/v1/openapi.json",
             get(move || async move { ([(header::CONTENT_TYPE, "application/json")], doc_json) }),

@@ -6,6 +6,7 @@
 //! intent, reservation, audit event), committed durably before the caller acts on it
 //! ([`Store::decide`]); the upstream result is a second one ([`Store::settle`]).
 
+mod admin_idempotency;
 mod approvals;
 mod audit;
 mod crypto;
@@ -35,6 +36,11 @@ use std::sync::{Arc, Mutex};
 use redb::ReadableDatabase;
 
 pub use approvals::{Claim, HumanVerdict};
+pub use admin_idempotency::{
+    ADMIN_IDEMPOTENCY_ANSWER_MAX_BYTES, ADMIN_IDEMPOTENCY_KEYS_PER_USER_MAX,
+    ADMIN_IDEMPOTENCY_STALE_SECS, ADMIN_IDEMPOTENCY_TTL_SECS, AdminAnswer, AdminClaim,
+    AdminKeyScope, admin_request_digest,
+};
 pub use audit::{AuditHead, GENESIS, VerifyReport, check_event};
 pub use crypto::MasterKey;
 pub use decide::{Decision, DecisionRequest, UpstreamOutcome};

@@ -72,12 +72,15 @@ pub(crate) const USER_AUDIT_HEADS: Table = TableDefinition::new("user_audit_head
 pub(crate) const INVITATIONS: Table = TableDefinition::new("invitations");
 /// `{token id}` → `{org}|{invitation}`: pending invitations by the id part of their token
 pub(crate) const INVITATION_TOKENS: Table = TableDefinition::new("invitation_tokens");
+/// `{org}|{user}|{sha256(Idempotency-Key)}` → admin API idempotency record (`-` for the org of
+/// a user without one); the answer inside is sealed (admin_idempotency.rs)
+pub(crate) const ADMIN_IDEMPOTENCY: Table = TableDefinition::new("admin_idempotency");
 
 /// `applied_lsn` → u64 (LE): the last batch of the writer's log that this state holds (wal.rs)
 pub(crate) const META: Table = TableDefinition::new("meta");
 
 /// Every table, created once at open so read transactions never meet a missing table.
-pub(crate) const ALL: [Table; 31] = [
+pub(crate) const ALL: [Table; 32] = [
     ORGS,
     USERS,
     USERS_BY_EMAIL,
@@ -108,6 +111,7 @@ pub(crate) const ALL: [Table; 31] = [
     USER_AUDIT_HEADS,
     INVITATIONS,
     INVITATION_TOKENS,
+    ADMIN_IDEMPOTENCY,
     META,
 ];
 

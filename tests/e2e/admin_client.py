@@ -3,7 +3,9 @@
 Each `AdminClient` owns a `requests.Session`, so a signed-in human carries their own
 `pg_session` cookie and nothing else. State-changing calls always send
 `Content-Type: application/json` (the CSRF rule for cookie requests), with a JSON body for
-POST/PUT/PATCH (`{}` when the endpoint takes none) and no body for DELETE.
+POST/PUT/PATCH (`{}` when the endpoint takes none) and no body for DELETE, and a fresh random
+`Idempotency-Key` (ADMIN_API.md: approve and deny require one) unless the caller passes its own
+in `headers` (`{"Idempotency-Key": None}` sends none).
 
 Methods return the raw `requests.Response`: tests assert the exact status and error code
 themselves. `expect(...)` is the shorthand for "this call must succeed with this status".
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from typing import Any, Callable
 
 import requests
@@ -89,6 +92,8 @@ class AdminClient:
         data = None
         if method in STATE_CHANGING:
             h.setdefault("Content-Type", "application/json")
+            if not any(k.lower() == "idempotency-key" for k in h):
+                h["Idempotency-Key"] = str(uuid.uuid4())
             if method != "DELETE":
                 data = json.dumps({} if body is None else body)
             elif body is not None:

@@ -1,0 +1,429 @@
+//! `Idempotency-Key` records of admin API mutations (ADMIN_API.md "Mutations and step-up"):
+//! the proxy's semantics (PROXY.md step 3) for humans. A key is scoped to the signed-in user
+//! and the organization the request acts in; the first request with it claims it, and its
+//! answer is kept, sealed under the master key, for 24 hours.
+//!
+//! One table, [`ADMIN_IDEMPOTENCY`], keyed `{org}|{user}|{sha256(key)}` (`-` in place of the
+//! organization for a user without one). A record is either `in_progress` (claimed by a request
+//! still running) or `done` (the answer, sealed). The claim is one write transaction, so two
+//! concurrent requests with one key can never both run.
+
+use std::sync::LazyLock;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::Store;
+use crate::error::{Result, StoreError};
+use crate::ids::{OrgId, UserId, random_hex};
+use crate::tables::{ADMIN_IDEMPOTENCY, get_json, put_json};
+use crate::time_util::now;
+use crate::wal;
+
+/// How long an answer is kept and replayed (ADMIN_API.md: the proxy's "at least 24 h").
+pub const ADMIN_IDEMPOTENCY_TTL_SECS: i64 = 24 * 3600;
+/// Records kept per (organization, user); the oldest finished ones are dropped beyond it.
+pub const ADMIN_IDEMPOTENCY_KEYS_PER_USER_MAX: usize = 1000;
+/// A claim older than this whose request never finished is reported as of unknown outcome,
+/// never run again (admin requests take milliseconds; this only bounds a lost record).
+pub const ADMIN_IDEMPOTENCY_STALE_SECS: i64 = 300;
+/// Largest answer kept (admin mutation answers are small JSON documents).
+pub const ADMIN_IDEMPOTENCY_ANSWER_MAX_BYTES: usize = 1024 * 1024;
+/// Expired records of every user are swept at most this often.
+const SWEEP_EVERY_SECS: i64 = 3600;
+
+/// Tells a claim made by this process from one made by a process that has since stopped.
+static INSTANCE: LazyLock<String> = LazyLock::new(|| random_hex(16));
+/// Unix second of the last full sweep of expired records (0: never).
+static LAST_SWEEP: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// Whose key it is: the principal and the organization the request acts in.
+#[derive(Clone, Debug)]
+pub struct AdminKeyScope {
+    /// The active organization, if the user has one.
+    pub org: Option<OrgId>,
+    /// The signed-in user.
+    pub user: UserId,
+    /// The client's `Idempotency-Key` (validated by the caller).
+    pub key: String,
+}
+
+impl AdminKeyScope {
+    fn prefix(&self) -> String {
+        let org = self.org.as_ref().map_or("-", |o| o.as_str());
+        format!("{org}|{}|", self.user)
+    }
+
+    /// The row key: the client's key enters hashed, so the row key has a fixed shape whatever
+    /// bytes the client chose.
+    fn row(&self) -> String {
+        format!(
+            "{}{}",
+            self.prefix(),
+            hex::encode(Sha256::digest(&self.key))
+        )
+    }
+
+    /// Associated data of the sealed answer: it opens only under this row.
+    fn seal_context(&self) -> String {
+        format!("admin-idempotency|{}", self.row())
+    }
+}
+
+/// An answer as kept for replay.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminAnswer {
+    /// HTTP status.
+    pub status: u16,
+    /// The headers that belong to the answer (`Content-Type`, `Location`), in order.
+    pub headers: Vec<(String, String)>,
+    /// The body bytes.
+    #[serde(with = "b64")]
+    pub body: Vec<u8>,
+}
+
+/// What a claim found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AdminClaim {
+    /// The key is new (or its record expired): run the request, then
+    /// [`Store::complete_admin_key`] or [`Store::release_admin_key`].
+    Claimed,
+    /// Same key, same request, finished: its answer.
+    Replay(AdminAnswer),
+    /// Same key, different method, path, query or body.
+    Reused,
+    /// Same key, and the first request is still running.
+    InProgress,
+    /// The first request started but its end was never recorded (the guard stopped while it
+    /// ran): whether it acted is unknown, so it is not run again.
+    OutcomeUnknown,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Record {
+    request_digest: String,
+    created_at_unix: i64,
+    #[serde(flatten)]
+    state: State,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+enum State {
+    InProgress {
+        instance: String,
+    },
+    /// The answer, sealed ([`crate::MasterKey::seal`]): it may hold a secret shown once.
+    Done {
+        sealed: String,
+    },
+}
+
+/// SHA-256 over method, path, query and body: "the same request" (PROXY.md step 3).
+pub fn admin_request_digest(method: &str, path: &str, query: &str, body: &[u8]) -> String {
+    crate::decide::request_digest(method, path, query, "", body)
+}
+
+impl Store {
+    /// Claim `scope`'s key for a request with `digest`, or find what an earlier request with
+    /// it left. One write transaction: of two concurrent requests, exactly one claims.
+    pub fn claim_admin_key(&self, scope: &AdminKeyScope, digest: &str) -> Result<AdminClaim> {
+        let clock = now();
+        let sweep = sweep_due(clock.unix);
+        let row = scope.row();
+        self.write(|txn| {
+            let mut t = txn.open_table(ADMIN_IDEMPOTENCY)?;
+            if sweep {
+                remove_expired(&mut t, "", clock.unix)?;
+            }
+            let existing: Option<Record> = get_json(&t, &row)?;
+            if let Some(rec) = existing.filter(|r| !expired(r, clock.unix)) {
+                return self.found(scope, rec, digest, clock.unix);
+            }
+            make_room(&mut t, &scope.prefix(), clock.unix)?;
+            let rec = Record {
+                request_digest: digest.to_string(),
+                created_at_unix: clock.unix,
+                state: State::InProgress {
+                    instance: INSTANCE.clone(),
+                },
+            };
+            put_json(&mut t, &row, &rec)?;
+            Ok(AdminClaim::Claimed)
+        })
+    }
+
+    fn found(
+        &self,
+        scope: &AdminKeyScope,
+        rec: Record,
+        digest: &str,
+        now: i64,
+    ) -> Result<AdminClaim> {
+        if rec.request_digest != digest {
+            return Ok(AdminClaim::Reused);
+        }
+        match rec.state {
+            State::InProgress { instance }
+                if instance == *INSTANCE
+                    && now - rec.created_at_unix < ADMIN_IDEMPOTENCY_STALE_SECS =>
+            {
+                Ok(AdminClaim::InProgress)
+            }
+            State::InProgress { .. } => Ok(AdminClaim::OutcomeUnknown),
+            State::Done { sealed } => {
+                let plain = self.master.open(&scope.seal_context(), &sealed)?;
+                Ok(AdminClaim::Replay(serde_json::from_slice(&plain)?))
+            }
+        }
+    }
+
+    /// Keep the answer of the request that claimed `scope`'s key, sealed.
+    pub fn complete_admin_key(&self, scope: &AdminKeyScope, answer: &AdminAnswer) -> Result<()> {
+        if answer.body.len() > ADMIN_IDEMPOTENCY_ANSWER_MAX_BYTES {
+            return Err(StoreError::Invalid(format!(
+                "an answer over {ADMIN_IDEMPOTENCY_ANSWER_MAX_BYTES} bytes is not kept"
+            )));
+        }
+        let sealed = self
+            .master
+            .seal(&scope.seal_context(), &serde_json::to_vec(answer)?);
+        let row = scope.row();
+        self.write(|txn| {
+            let mut t = txn.open_table(ADMIN_IDEMPOTENCY)?;
+            let Some(mut rec) = get_json::<Record>(&t, &row)? else {
+                return Err(StoreError::NotFound("idempotency claim"));
+            };
+            if !matches!(rec.state, State::InProgress { .. }) {
+                return Err(StoreError::Conflict(
+                    "the key's answer is already kept".into(),
+                ));
+            }
+            rec.state = State::Done { sealed };
+            put_json(&mut t, &row, &rec)
+        })
+    }
+
+    /// Give the key back: the request that claimed it changed nothing (it was refused), so a
+    /// retry with the same key runs.
+    pub fn release_admin_key(&self, scope: &AdminKeyScope) -> Result<()> {
+        let row = scope.row();
+        self.write(|txn| {
+            let mut t = txn.open_table(ADMIN_IDEMPOTENCY)?;
+            let claimed = matches!(
+                get_json::<Record>(&t, &row)?,
+                Some(Record {
+                    state: State::InProgress { .. },
+                    ..
+                })
+            );
+            if claimed {
+                wal::remove(&mut t, &row)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Records kept for `org` (tests and operators: the table stays bounded).
+    pub fn admin_key_count(&self, org: &OrgId) -> Result<usize> {
+        let txn = self.read()?;
+        let t = txn.open_table(ADMIN_IDEMPOTENCY)?;
+        let prefix = format!("{org}|");
+        let mut n = 0;
+        for row in t.range(prefix.as_str()..)? {
+            if !row?.0.value().starts_with(&prefix) {
+                break;
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+fn expired(rec: &Record, now: i64) -> bool {
+    now - rec.created_at_unix >= ADMIN_IDEMPOTENCY_TTL_SECS
+}
+
+fn sweep_due(now: i64) -> bool {
+    use std::sync::atomic::Ordering;
+    let last = LAST_SWEEP.load(Ordering::Relaxed);
+    now - last >= SWEEP_EVERY_SECS
+        && LAST_SWEEP
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+}
+
+type StrTable<'t> = redb::Table<'t, &'static str, &'static [u8]>;
+
+/// Rows under `prefix`, decoded, in key order.
+fn rows(t: &StrTable<'_>, prefix: &str) -> Result<Vec<(String, Record)>> {
+    use redb::ReadableTable;
+    let mut out = Vec::new();
+    for row in t.range(prefix..)? {
+        let (k, v) = row?;
+        if !k.value().starts_with(prefix) {
+            break;
+        }
+        out.push((k.value().to_string(), serde_json::from_slice(v.value())?));
+    }
+    Ok(out)
+}
+
+fn remove_expired(t: &mut StrTable<'_>, prefix: &str, now: i64) -> Result<()> {
+    for (k, rec) in rows(t, prefix)? {
+        if expired(&rec, now) {
+            wal::remove(t, &k)?;
+        }
+    }
+    Ok(())
+}
+
+/// Drop this user's expired records, then the oldest finished ones until one more fits.
+fn make_room(t: &mut StrTable<'_>, prefix: &str, now: i64) -> Result<()> {
+    remove_expired(t, prefix, now)?;
+    let mut live = rows(t, prefix)?;
+    if live.len() < ADMIN_IDEMPOTENCY_KEYS_PER_USER_MAX {
+        return Ok(());
+    }
+    let excess = live.len() + 1 - ADMIN_IDEMPOTENCY_KEYS_PER_USER_MAX;
+    live.retain(|(_, r)| matches!(r.state, State::Done { .. }));
+    live.sort_by_key(|(_, r)| r.created_at_unix);
+    if live.len() < excess {
+        return Err(StoreError::Conflict(
+            "too many of your requests are still running; retry shortly".into(),
+        ));
+    }
+    for (k, _) in live.into_iter().take(excess) {
+        wal::remove(t, &k)?;
+    }
+    Ok(())
+}
+
+mod b64 {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(v))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        STANDARD.decode(s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MasterKey;
+
+    fn scope(key: &str) -> AdminKeyScope {
+        AdminKeyScope {
+            org: Some(OrgId::generate()),
+            user: UserId::generate(),
+            key: key.into(),
+        }
+    }
+
+    fn answer(body: &str) -> AdminAnswer {
+        AdminAnswer {
+            status: 201,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn claim_then_replay_reuse_and_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), MasterKey::generate()).unwrap();
+        let k = scope("k1");
+        assert_eq!(s.claim_admin_key(&k, "d1").unwrap(), AdminClaim::Claimed);
+        assert_eq!(s.claim_admin_key(&k, "d1").unwrap(), AdminClaim::InProgress);
+        assert_eq!(s.claim_admin_key(&k, "d2").unwrap(), AdminClaim::Reused);
+        s.complete_admin_key(&k, &answer(r#"{"token":"pg_agent_secret"}"#))
+            .unwrap();
+        assert_eq!(
+            s.claim_admin_key(&k, "d1").unwrap(),
+            AdminClaim::Replay(answer(r#"{"token":"pg_agent_secret"}"#))
+        );
+        // Another user, same key text: their own claim.
+        let other = AdminKeyScope {
+            user: UserId::generate(),
+            ..k.clone()
+        };
+        assert_eq!(
+            s.claim_admin_key(&other, "d1").unwrap(),
+            AdminClaim::Claimed
+        );
+        s.release_admin_key(&other).unwrap();
+        assert_eq!(
+            s.claim_admin_key(&other, "d2").unwrap(),
+            AdminClaim::Claimed
+        );
+        // Releasing a finished key keeps its answer.
+        s.release_admin_key(&k).unwrap();
+        assert!(matches!(
+            s.claim_admin_key(&k, "d1").unwrap(),
+            AdminClaim::Replay(_)
+        ));
+    }
+
+    #[test]
+    fn a_claim_of_a_stopped_process_is_never_run_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), MasterKey::generate()).unwrap();
+        let k = scope("k");
+        s.write(|txn| {
+            let rec = Record {
+                request_digest: "d".into(),
+                created_at_unix: now().unix,
+                state: State::InProgress {
+                    instance: "gone".into(),
+                },
+            };
+            put_json(&mut txn.open_table(ADMIN_IDEMPOTENCY)?, &k.row(), &rec)
+        })
+        .unwrap();
+        assert_eq!(
+            s.claim_admin_key(&k, "d").unwrap(),
+            AdminClaim::OutcomeUnknown
+        );
+    }
+
+    #[test]
+    fn records_per_user_are_bounded_and_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), MasterKey::generate()).unwrap();
+        let base = scope("x");
+        let org = base.org.clone().unwrap();
+        for i in 0..ADMIN_IDEMPOTENCY_KEYS_PER_USER_MAX + 5 {
+            let k = AdminKeyScope {
+                key: format!("k{i}"),
+                ..base.clone()
+            };
+            assert_eq!(s.claim_admin_key(&k, "d").unwrap(), AdminClaim::Claimed);
+            s.complete_admin_key(&k, &answer("{}")).unwrap();
+        }
+        assert_eq!(
+            s.admin_key_count(&org).unwrap(),
+            ADMIN_IDEMPOTENCY_KEYS_PER_USER_MAX
+        );
+        // An expired record is a new claim, and the stored answer is sealed.
+        s.write(|txn| {
+            let mut t = txn.open_table(ADMIN_IDEMPOTENCY)?;
+            let mut rec: Record = get_json(&t, &base.row())?.unwrap_or(Record {
+                request_digest: "d".into(),
+                created_at_unix: 0,
+                state: State::Done {
+                    sealed: String::new(),
+                },
+            });
+            rec.created_at_unix = now().unix - ADMIN_IDEMPOTENCY_TTL_SECS;
+            put_json(&mut t, &base.row(), &rec)
+        })
+        .unwrap();
+        assert_eq!(s.claim_admin_key(&base, "d").unwrap(), AdminClaim::Claimed);
+    }
+}
