@@ -97,6 +97,7 @@ pub fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
         origin: cfg.admin.origin.clone(),
         production: cfg.admin.production,
         allow_private_webhook_targets: cfg.webhooks.allow_private_targets,
+        webhook_test_hosts_file: cfg.webhooks.unsafe_test_hosts_file.clone(),
         session_idle_secs: cfg.admin.session_idle_secs,
         session_absolute_secs: cfg.admin.session_absolute_secs,
         ..admin::AdminSettings::default()
@@ -124,7 +125,10 @@ pub fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
             max_attempts: cfg.webhooks.max_attempts,
             disable_after_failures: cfg.webhooks.disable_after_failures,
         },
-        allow_private: cfg.webhooks.allow_private_targets,
+        targets: admin::webhook_target::TargetPolicy {
+            allow_private: cfg.webhooks.allow_private_targets,
+            test_hosts_file: cfg.webhooks.unsafe_test_hosts_file.clone(),
+        },
         timeout: std::time::Duration::from_secs(cfg.webhooks.timeout_secs),
         concurrency: cfg.webhooks.concurrency,
         poll: std::time::Duration::from_millis(cfg.webhooks.poll_ms),
@@ -136,6 +140,9 @@ pub fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
         every: std::time::Duration::from_secs(HOLD_EXPIRY_CHECK_SECS),
     };
     server.add_service(background_service("hold expiry", expiry));
+    if let Some(f) = &cfg.webhooks.unsafe_test_hosts_file {
+        tracing::warn!(file = %f.display(), "webhooks.unsafe_test_hosts_file is set: webhook hosts under .invalid resolve from this file (tests only)");
+    }
     tracing::info!(proxy = %cfg.proxy.listen, admin = %cfg.admin.listen, upstream = %cfg.upstream.base_url, data_dir = %cfg.store.data_dir.display(), "payment guard starting");
     server.run(RunArgs::default());
     tracing::info!("payment guard stopped");

@@ -19,6 +19,8 @@ pub struct AdminSettings {
     pub max_body_bytes: usize,
     /// `webhooks.allow_private_targets`.
     pub allow_private_webhook_targets: bool,
+    /// `webhooks.unsafe_test_hosts_file` (tests only; see `webhook_target::TargetPolicy`).
+    pub webhook_test_hosts_file: Option<std::path::PathBuf>,
 }
 
 impl Default for AdminSettings {
@@ -30,6 +32,7 @@ impl Default for AdminSettings {
             session_absolute_secs: 12 * 3600,
             max_body_bytes: 256 * 1024,
             allow_private_webhook_targets: false,
+            webhook_test_hosts_file: None,
         }
     }
 }
