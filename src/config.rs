@@ -307,7 +307,13 @@ mod tests {
             c.webhooks.unsafe_test_hosts_file,
             Some(PathBuf::from("/tmp/hosts.json"))
         );
-        assert!(load_with("", &[]).unwrap().webhooks.unsafe_test_hosts_file.is_none());
+        assert!(
+            load_with("", &[])
+                .unwrap()
+                .webhooks
+                .unsafe_test_hosts_file
+                .is_none()
+        );
         let err = load_with("", &[hook, ("GUARD_ADMIN_PRODUCTION", "true")]).unwrap_err();
         assert!(err.to_string().contains("refused in production"), "{err}");
     }

@@ -63,17 +63,16 @@ impl WebhookService {
         };
         let s = self.store.clone();
         let max = self.concurrency * 4;
-        let due = match tokio::task::spawn_blocking(move || {
-            s.claim_due_deliveries(store::now_ms(), max)
-        })
-        .await
-        {
-            Ok(Ok(d)) => d,
-            _ => {
-                tracing::error!("reading due webhook deliveries failed");
-                return false;
-            }
-        };
+        let due =
+            match tokio::task::spawn_blocking(move || s.claim_due_deliveries(store::now_ms(), max))
+                .await
+            {
+                Ok(Ok(d)) => d,
+                _ => {
+                    tracing::error!("reading due webhook deliveries failed");
+                    return false;
+                }
+            };
         let busy = fanned == FAN_OUT_PER_ROUND || due.len() == max;
         for chunk in due.chunks(self.concurrency) {
             let mut set = tokio::task::JoinSet::new();

@@ -556,8 +556,10 @@ impl Store {
         id: &str,
         now_ms: i64,
     ) -> Result<Option<DueDelivery>> {
-        let d: Option<Delivery> =
-            get_json(&txn.open_table(DELIVERIES)?, &format!("{org}|{endpoint}|{id}"))?;
+        let d: Option<Delivery> = get_json(
+            &txn.open_table(DELIVERIES)?,
+            &format!("{org}|{endpoint}|{id}"),
+        )?;
         let Some(d) = d.filter(|d| d.state == "pending") else {
             txn.open_table(DELIVERY_QUEUE)?.remove(queue_entry)?;
             return Ok(None);
@@ -575,7 +577,14 @@ impl Store {
                 let data = json!({"webhook": endpoint, "delivery": id, "reason": reason});
                 abandon_in(txn, d, reason)?;
                 let system = Actor::System("webhooks".into());
-                audit::append(txn, org, &system, "webhook.delivery_abandoned", data, &now().text)?;
+                audit::append(
+                    txn,
+                    org,
+                    &system,
+                    "webhook.delivery_abandoned",
+                    data,
+                    &now().text,
+                )?;
                 return Ok(None);
             }
         };
@@ -733,10 +742,8 @@ fn abandon_pending_in(
     reason: &str,
     actor: &Actor,
 ) -> Result<()> {
-    let all: Vec<Delivery> = scan_json(
-        &txn.open_table(DELIVERIES)?,
-        &format!("{org}|{endpoint}|"),
-    )?;
+    let all: Vec<Delivery> =
+        scan_json(&txn.open_table(DELIVERIES)?, &format!("{org}|{endpoint}|"))?;
     let pending: Vec<Delivery> = all.into_iter().filter(|d| d.state == "pending").collect();
     if pending.is_empty() {
         return Ok(());
