@@ -286,52 +286,23 @@ const fn v4(a: [u8; 4], len: u32, block: &'static str, name: &'static str) -> V4
 /// reserved 240/4. A block is refused whole even where the registry marks a few addresses inside
 /// it globally reachable (192.0.0.9, 192.0.0.10): no webhook receiver lives there. Most specific
 /// first.
+#[rustfmt::skip]
 const V4_BLOCKS: &[V4Block] = &[
     v4([0, 0, 0, 0], 8, "0.0.0.0/8", "this network"),
     v4([10, 0, 0, 0], 8, "10.0.0.0/8", "private use"),
-    v4(
-        [100, 64, 0, 0],
-        10,
-        "100.64.0.0/10",
-        "shared address space (CGNAT)",
-    ),
+    v4([100, 64, 0, 0], 10, "100.64.0.0/10", "shared address space (CGNAT)"),
     v4([127, 0, 0, 0], 8, "127.0.0.0/8", "loopback"),
     v4([169, 254, 0, 0], 16, "169.254.0.0/16", "link-local"),
     v4([172, 16, 0, 0], 12, "172.16.0.0/12", "private use"),
-    v4(
-        [192, 0, 0, 0],
-        24,
-        "192.0.0.0/24",
-        "IETF protocol assignments",
-    ),
-    v4(
-        [192, 0, 2, 0],
-        24,
-        "192.0.2.0/24",
-        "documentation (TEST-NET-1)",
-    ),
+    v4([192, 0, 0, 0], 24, "192.0.0.0/24", "IETF protocol assignments"),
+    v4([192, 0, 2, 0], 24, "192.0.2.0/24", "documentation (TEST-NET-1)"),
     v4([192, 88, 99, 0], 24, "192.88.99.0/24", "6to4 relay anycast"),
     v4([192, 168, 0, 0], 16, "192.168.0.0/16", "private use"),
     v4([198, 18, 0, 0], 15, "198.18.0.0/15", "benchmarking"),
-    v4(
-        [198, 51, 100, 0],
-        24,
-        "198.51.100.0/24",
-        "documentation (TEST-NET-2)",
-    ),
-    v4(
-        [203, 0, 113, 0],
-        24,
-        "203.0.113.0/24",
-        "documentation (TEST-NET-3)",
-    ),
+    v4([198, 51, 100, 0], 24, "198.51.100.0/24", "documentation (TEST-NET-2)"),
+    v4([203, 0, 113, 0], 24, "203.0.113.0/24", "documentation (TEST-NET-3)"),
     v4([224, 0, 0, 0], 4, "224.0.0.0/4", "multicast"),
-    v4(
-        [255, 255, 255, 255],
-        32,
-        "255.255.255.255/32",
-        "limited broadcast",
-    ),
+    v4([255, 255, 255, 255], 32, "255.255.255.255/32", "limited broadcast"),
     v4([240, 0, 0, 0], 4, "240.0.0.0/4", "reserved"),
 ];
 
@@ -372,123 +343,28 @@ const fn v6(
 /// IANA IPv6 Special-Purpose Address Registry, plus ULA, site-local and multicast, most specific
 /// first. `::ffff:0:0/96` (IPv4-mapped) and `64:ff9b::/96` (NAT64) are not here: for them the
 /// embedded IPv4 address is what the connection reaches, so it is judged as IPv4 instead.
+#[rustfmt::skip]
 const V6_BLOCKS: &[V6Block] = {
     use Embeds::{Nothing, SixToFour, Teredo};
     &[
-        v6([0; 8], 128, "::/128", "unspecified", Nothing),
-        v6(
-            [0, 0, 0, 0, 0, 0, 0, 1],
-            128,
-            "::1/128",
-            "loopback",
-            Nothing,
-        ),
-        v6([0; 8], 96, "::/96", "IPv4-compatible (deprecated)", Nothing),
-        v6(
-            [0, 0, 0, 0, 0xffff, 0, 0, 0],
-            96,
-            "::ffff:0:0:0/96",
-            "IPv4-translated (SIIT)",
-            Nothing,
-        ),
-        v6(
-            [0x64, 0xff9b, 1, 0, 0, 0, 0, 0],
-            48,
-            "64:ff9b:1::/48",
-            "NAT64 local use",
-            Nothing,
-        ),
-        v6(
-            [0x100, 0, 0, 0, 0, 0, 0, 0],
-            64,
-            "100::/64",
-            "discard-only",
-            Nothing,
-        ),
-        v6(
-            [0x2001, 0, 0, 0, 0, 0, 0, 0],
-            32,
-            "2001::/32",
-            "Teredo",
-            Teredo,
-        ),
-        v6(
-            [0x2001, 0x10, 0, 0, 0, 0, 0, 0],
-            28,
-            "2001:10::/28",
-            "ORCHID (deprecated)",
-            Nothing,
-        ),
-        v6(
-            [0x2001, 0x20, 0, 0, 0, 0, 0, 0],
-            28,
-            "2001:20::/28",
-            "ORCHIDv2",
-            Nothing,
-        ),
-        v6(
-            [0x2001, 0, 0, 0, 0, 0, 0, 0],
-            23,
-            "2001::/23",
-            "IETF protocol assignments",
-            Nothing,
-        ),
-        v6(
-            [0x2001, 0xdb8, 0, 0, 0, 0, 0, 0],
-            32,
-            "2001:db8::/32",
-            "documentation",
-            Nothing,
-        ),
-        v6(
-            [0x2002, 0, 0, 0, 0, 0, 0, 0],
-            16,
-            "2002::/16",
-            "6to4",
-            SixToFour,
-        ),
-        v6(
-            [0x3fff, 0, 0, 0, 0, 0, 0, 0],
-            20,
-            "3fff::/20",
-            "documentation",
-            Nothing,
-        ),
-        v6(
-            [0x5f00, 0, 0, 0, 0, 0, 0, 0],
-            16,
-            "5f00::/16",
-            "segment routing (SRv6) SIDs",
-            Nothing,
-        ),
-        v6(
-            [0xfc00, 0, 0, 0, 0, 0, 0, 0],
-            7,
-            "fc00::/7",
-            "unique local",
-            Nothing,
-        ),
-        v6(
-            [0xfe80, 0, 0, 0, 0, 0, 0, 0],
-            10,
-            "fe80::/10",
-            "link-local",
-            Nothing,
-        ),
-        v6(
-            [0xfec0, 0, 0, 0, 0, 0, 0, 0],
-            10,
-            "fec0::/10",
-            "site-local (deprecated)",
-            Nothing,
-        ),
-        v6(
-            [0xff00, 0, 0, 0, 0, 0, 0, 0],
-            8,
-            "ff00::/8",
-            "multicast",
-            Nothing,
-        ),
+    v6([0; 8], 128, "::/128", "unspecified", Nothing),
+    v6([0, 0, 0, 0, 0, 0, 0, 1], 128, "::1/128", "loopback", Nothing),
+    v6([0; 8], 96, "::/96", "IPv4-compatible (deprecated)", Nothing),
+    v6([0, 0, 0, 0, 0xffff, 0, 0, 0], 96, "::ffff:0:0:0/96", "IPv4-translated (SIIT)", Nothing),
+    v6([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48, "64:ff9b:1::/48", "NAT64 local use", Nothing),
+    v6([0x100, 0, 0, 0, 0, 0, 0, 0], 64, "100::/64", "discard-only", Nothing),
+    v6([0x2001, 0, 0, 0, 0, 0, 0, 0], 32, "2001::/32", "Teredo", Teredo),
+    v6([0x2001, 0x10, 0, 0, 0, 0, 0, 0], 28, "2001:10::/28", "ORCHID (deprecated)", Nothing),
+    v6([0x2001, 0x20, 0, 0, 0, 0, 0, 0], 28, "2001:20::/28", "ORCHIDv2", Nothing),
+    v6([0x2001, 0, 0, 0, 0, 0, 0, 0], 23, "2001::/23", "IETF protocol assignments", Nothing),
+    v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32, "2001:db8::/32", "documentation", Nothing),
+    v6([0x2002, 0, 0, 0, 0, 0, 0, 0], 16, "2002::/16", "6to4", SixToFour),
+    v6([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20, "3fff::/20", "documentation", Nothing),
+    v6([0x5f00, 0, 0, 0, 0, 0, 0, 0], 16, "5f00::/16", "segment routing (SRv6) SIDs", Nothing),
+    v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7, "fc00::/7", "unique local", Nothing),
+    v6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10, "fe80::/10", "link-local", Nothing),
+    v6([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10, "fec0::/10", "site-local (deprecated)", Nothing),
+    v6([0xff00, 0, 0, 0, 0, 0, 0, 0], 8, "ff00::/8", "multicast", Nothing),
     ]
 };
 
@@ -587,6 +463,7 @@ mod tests {
     /// neighbouring block named).
     #[test]
     fn ipv4_blocks_both_sides_of_each_boundary() {
+        #[rustfmt::skip]
         let cases: &[(&str, Option<&str>)] = &[
             ("0.0.0.0", Some("0.0.0.0/8")),
             ("0.255.255.255", Some("0.0.0.0/8")),
@@ -660,6 +537,7 @@ mod tests {
     #[test]
     fn ipv6_blocks_both_sides_of_each_boundary() {
         const OUT: Option<&str> = Some("outside 2000::/3");
+        #[rustfmt::skip]
         let cases: &[(&str, Option<&str>)] = &[
             ("::", Some("::/128")),
             ("::1", Some("::1/128")),
@@ -682,24 +560,15 @@ mod tests {
             ("2001:1::", Some("2001::/23")),
             ("2001:f:ffff::", Some("2001::/23")),
             ("2001:10::", Some("2001:10::/28")),
-            (
-                "2001:1f:ffff:ffff:ffff:ffff:ffff:ffff",
-                Some("2001:10::/28"),
-            ),
+            ("2001:1f:ffff:ffff:ffff:ffff:ffff:ffff", Some("2001:10::/28")),
             ("2001:20::", Some("2001:20::/28")),
-            (
-                "2001:2f:ffff:ffff:ffff:ffff:ffff:ffff",
-                Some("2001:20::/28"),
-            ),
+            ("2001:2f:ffff:ffff:ffff:ffff:ffff:ffff", Some("2001:20::/28")),
             ("2001:30::", Some("2001::/23")),
             ("2001:1ff:ffff:ffff:ffff:ffff:ffff:ffff", Some("2001::/23")),
             ("2001:200::", None),
             ("2001:db7:ffff:ffff:ffff:ffff:ffff:ffff", None),
             ("2001:db8::", Some("2001:db8::/32")),
-            (
-                "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff",
-                Some("2001:db8::/32"),
-            ),
+            ("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff", Some("2001:db8::/32")),
             ("2001:db9::", None),
             ("2001:ffff:ffff:ffff:ffff:ffff:ffff:ffff", None),
             ("2002::", Some("2002::/16")),
@@ -736,27 +605,19 @@ mod tests {
     /// that is what is judged; 6to4 and Teredo are refused whole, naming what they embed.
     #[test]
     fn embedded_ipv4_is_judged_as_ipv4() {
+        #[rustfmt::skip]
         let cases: &[(&str, Embedded)] = &[
             ("::ffff:127.0.0.1", Some(("127.0.0.0/8", Some("127.0.0.1")))),
             ("::ffff:7f00:1", Some(("127.0.0.0/8", Some("127.0.0.1")))),
             ("::ffff:0.0.0.0", Some(("0.0.0.0/8", Some("0.0.0.0")))),
-            (
-                "::ffff:169.254.169.254",
-                Some(("169.254.0.0/16", Some("169.254.169.254"))),
-            ),
-            (
-                "::ffff:255.255.255.255",
-                Some(("255.255.255.255/32", Some("255.255.255.255"))),
-            ),
+            ("::ffff:169.254.169.254", Some(("169.254.0.0/16", Some("169.254.169.254")))),
+            ("::ffff:255.255.255.255", Some(("255.255.255.255/32", Some("255.255.255.255")))),
             ("::ffff:8.8.8.8", None),
             ("::7f00:1", Some(("::/96", None))),
             ("::1:0:0:0", OUT_NONE),
             ("64:ff9b::7f00:1", Some(("127.0.0.0/8", Some("127.0.0.1")))),
             ("64:ff9b::10.0.0.1", Some(("10.0.0.0/8", Some("10.0.0.1")))),
-            (
-                "64:ff9b::ffff:ffff",
-                Some(("255.255.255.255/32", Some("255.255.255.255"))),
-            ),
+            ("64:ff9b::ffff:ffff", Some(("255.255.255.255/32", Some("255.255.255.255")))),
             ("64:ff9b::", Some(("0.0.0.0/8", Some("0.0.0.0")))),
             ("64:ff9b::8.8.8.8", None),
             ("64:ff9b:0:0:0:1::", OUT_NONE),
