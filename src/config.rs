@@ -206,6 +206,10 @@ pub struct WebhooksCfg {
     pub concurrency: usize,
     /// How often the worker looks for due deliveries.
     pub poll_ms: u64,
+    /// TESTS ONLY: a JSON file `{"name.invalid": ["ip", ...]}` answering lookups of webhook
+    /// hosts under `.invalid` (read at every lookup), so end-to-end tests can change what a name
+    /// resolves to. Refused when `admin.production` is on; no other name is affected.
+    pub unsafe_test_hosts_file: Option<PathBuf>,
 }
 
 impl Default for WebhooksCfg {
@@ -219,6 +223,7 @@ impl Default for WebhooksCfg {
             timeout_secs: 10,
             concurrency: 8,
             poll_ms: 250,
+            unsafe_test_hosts_file: None,
         }
     }
 }
@@ -290,6 +295,9 @@ impl Config {
             || w.poll_ms > 60_000
         {
             bail!("webhooks: concurrency 1..=64, timeout_secs 1..=120, poll_ms 1..=60000");
+        }
+        if w.unsafe_test_hosts_file.is_some() && self.admin.production {
+            bail!("webhooks.unsafe_test_hosts_file is for tests and is refused in production");
         }
         if self.store.checkpoint_interval_ms < 10 || self.store.checkpoint_interval_ms > 60_000 {
             bail!("store.checkpoint_interval_ms must be 10..=60000");
@@ -420,6 +428,25 @@ mod tests {
         assert!(!c.webhooks.allow_private_targets);
         assert_eq!(c.store.checkpoint_interval_ms, 1_000);
         assert!(load_with("", &[("GUARD_STORE_CHECKPOINT_INTERVAL_MS", "5")]).is_err());
+    }
+
+    #[test]
+    fn test_hosts_hook_is_refused_in_production() {
+        let hook = ("GUARD_WEBHOOKS_UNSAFE_TEST_HOSTS_FILE", "/tmp/hosts.json");
+        let c = load_with("", &[hook]).unwrap();
+        assert_eq!(
+            c.webhooks.unsafe_test_hosts_file,
+            Some(PathBuf::from("/tmp/hosts.json"))
+        );
+        assert!(
+            load_with("", &[])
+                .unwrap()
+                .webhooks
+                .unsafe_test_hosts_file
+                .is_none()
+        );
+        let err = load_with("", &[hook, ("GUARD_ADMIN_PRODUCTION", "true")]).unwrap_err();
+        assert!(err.to_string().contains("refused in production"), "{err}");
     }
 
     #[test]

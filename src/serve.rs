@@ -106,6 +106,7 @@ pub fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
         origin: cfg.admin.origin.clone(),
         production: cfg.admin.production,
         allow_private_webhook_targets: cfg.webhooks.allow_private_targets,
+        webhook_test_hosts_file: cfg.webhooks.unsafe_test_hosts_file.clone(),
         session_idle_secs: cfg.admin.session_idle_secs,
         session_absolute_secs: cfg.admin.session_absolute_secs,
         trusted_proxies: cfg.admin.trusted_proxy_nets()?,
@@ -139,7 +140,10 @@ pub fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
             max_attempts: cfg.webhooks.max_attempts,
             disable_after_failures: cfg.webhooks.disable_after_failures,
         },
-        allow_private: cfg.webhooks.allow_private_targets,
+        targets: admin::webhook_target::TargetPolicy {
+            allow_private: cfg.webhooks.allow_private_targets,
+            test_hosts_file: cfg.webhooks.unsafe_test_hosts_file.clone(),
+        },
         timeout: std::time::Duration::from_secs(cfg.webhooks.timeout_secs),
         concurrency: cfg.webhooks.concurrency,
         poll: std::time::Duration::from_millis(cfg.webhooks.poll_ms),
@@ -153,6 +157,9 @@ pub fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     server.add_service(background_service("hold expiry", expiry));
     crate::tls::reload_on_sighup(tls.all())?;
     tracing::info!(proxy = %cfg.proxy.listen, proxy_tls = tls.proxy.is_some(), admin = %cfg.admin.listen, admin_tls = tls.admin.is_some(), upstream = %cfg.upstream.base_url, data_dir = %cfg.store.data_dir.display(), "payment guard starting");
+    if let Some(f) = &cfg.webhooks.unsafe_test_hosts_file {
+        tracing::warn!(file = %f.display(), "webhooks.unsafe_test_hosts_file is set: webhook hosts under .invalid resolve from this file (tests only)");
+    }
     server.run(RunArgs::default());
     tracing::info!("payment guard stopped");
     Ok(ExitCode::SUCCESS)

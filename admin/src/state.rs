@@ -21,6 +21,8 @@ pub struct AdminSettings {
     pub allow_private_webhook_targets: bool,
     /// `admin.trusted_proxies`: peers whose `X-Forwarded-For` names the client (throttling).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `webhooks.unsafe_test_hosts_file` (tests only; see `webhook_target::TargetPolicy`).
+    pub webhook_test_hosts_file: Option<std::path::PathBuf>,
 }
 
 impl Default for AdminSettings {
@@ -33,6 +35,7 @@ impl Default for AdminSettings {
             max_body_bytes: 256 * 1024,
             allow_private_webhook_targets: false,
             trusted_proxies: Vec::new(),
+            webhook_test_hosts_file: None,
         }
     }
 }

@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 
 use crate::extract::JsonBody;
 use crate::rbac::{Member, Perm};
-use crate::webhook_target::check_target;
+use crate::webhook_target::{self, TargetPolicy};
 use crate::{ApiError, AppState};
 
 /// Seconds both secrets sign after a rotation (WEBHOOKS.md: several signatures while it overlaps).
@@ -42,10 +42,21 @@ fn invalid(m: impl Into<String>) -> ApiError {
     }
 }
 
-async fn check(state: &AppState, url: &str) -> Result<(), ApiError> {
-    check_target(url, state.settings.allow_private_webhook_targets)
-        .await
-        .map_err(invalid)
+/// The target check shared with the delivery worker (`webhook_target`); returns the URL as
+/// parsed, whose serialization is what is stored, so the worker later parses exactly what was
+/// checked here.
+async fn check(state: &AppState, url: &str) -> Result<String, ApiError> {
+    let policy = TargetPolicy {
+        allow_private: state.settings.allow_private_webhook_targets,
+        test_hosts_file: state.settings.webhook_test_hosts_file.clone(),
+    };
+    match webhook_target::check(url, &policy).await {
+        Ok(t) => Ok(t.url.as_str().to_string()),
+        Err(r) => Err(ApiError::Validation {
+            message: r.to_string(),
+            details: r.details(),
+        }),
+    }
 }
 
 fn webhook_id(id: &str) -> Result<String, ApiError> {
@@ -84,11 +95,11 @@ async fn create_webhook(
     JsonBody(b): JsonBody<CreateWebhook>,
 ) -> Result<Response, ApiError> {
     m.require(Perm::ManageConfig)?;
-    check(&state, &b.url).await?;
+    let url = check(&state, &b.url).await?;
     let secret = payment_guard_sdk::Secret::generate().to_string();
     let (org, actor, s2) = (m.org.clone(), m.actor(), secret.clone());
     let ep = state
-        .blocking(move |s| s.create_webhook(&org, &b.url, b.events, &s2, &actor))
+        .blocking(move |s| s.create_webhook(&org, &url, b.events, &s2, &actor))
         .await?;
     let mut v = view(&ep);
     v["secret"] = json!(secret);
@@ -115,9 +126,10 @@ async fn update_webhook(
 ) -> Result<Json<Value>, ApiError> {
     m.require(Perm::ManageConfig)?;
     let id = webhook_id(&id)?;
-    if let Some(u) = &b.url {
-        check(&state, u).await?;
-    }
+    let url = match &b.url {
+        Some(u) => Some(check(&state, u).await?),
+        None => None,
+    };
     let events = if b.all_events {
         Some(None)
     } else {
@@ -125,7 +137,7 @@ async fn update_webhook(
     };
     let (org, actor) = (m.org.clone(), m.actor());
     let ep = state
-        .blocking(move |s| s.update_webhook(&org, &id, b.url, events, b.enabled, &actor))
+        .blocking(move |s| s.update_webhook(&org, &id, url, events, b.enabled, &actor))
         .await?;
     Ok(Json(view(&ep)))
 }

@@ -95,8 +95,12 @@ pub struct Delivery {
     pub kind: String,
     /// Body bytes (JSON text) sent on every attempt.
     pub body: String,
-    /// `pending`, `delivered`, `failed`.
+    /// `pending`, `delivered`, `failed` (attempts exhausted) or `abandoned` (its endpoint was
+    /// disabled or deleted: no further attempt is made).
     pub state: String,
+    /// Why a delivery was abandoned (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// Every attempt.
     pub attempts: Vec<Attempt>,
     /// Next attempt (unix ms), while pending.
@@ -299,12 +303,16 @@ impl Store {
             if let Some(e) = events {
                 ep.events = e;
             }
+            let disabling = enabled == Some(false) && ep.enabled;
             if let Some(en) = enabled {
                 ep.enabled = en;
                 if en {
                     ep.disabled_reason = None;
                     ep.consecutive_failures = 0;
                 }
+            }
+            if disabling {
+                ep.disabled_reason = Some("disabled by an administrator".into());
             }
             put_json(&mut t, &key, &ep)?;
             drop(t);
@@ -316,6 +324,9 @@ impl Store {
                 json!({"webhook": id, "url": ep.url, "events": ep.events, "enabled": ep.enabled}),
                 &now().text,
             )?;
+            if disabling {
+                abandon_pending_in(txn, org, id, "endpoint disabled by an administrator", actor)?;
+            }
             Ok(ep)
         })
     }
@@ -338,6 +349,7 @@ impl Store {
                 json!({"webhook": id}),
                 &now().text,
             )?;
+            abandon_pending_in(txn, org, id, "endpoint deleted", actor)?;
             Ok(())
         })
     }
@@ -404,15 +416,25 @@ impl Store {
         actor: &Actor,
     ) -> Result<Delivery> {
         self.write(|txn| {
+            let ep: WebhookEndpoint =
+                get_json(&txn.open_table(WEBHOOKS)?, &format!("{org}|{endpoint}"))?
+                    .ok_or(StoreError::NotFound("webhook"))?;
             let mut t = txn.open_table(DELIVERIES)?;
             let key = format!("{org}|{endpoint}|{id}");
             let mut d: Delivery = get_json(&t, &key)?.ok_or(StoreError::NotFound("delivery"))?;
+            // Disabled endpoints get no attempts; re-enabling is the administrator's first step.
+            if !ep.enabled {
+                return Err(StoreError::Conflict(
+                    "the endpoint is disabled; enable it before retrying a delivery".into(),
+                ));
+            }
             let due = now_ms();
             if let Some(old) = d.next_attempt_ms {
                 txn.open_table(DELIVERY_QUEUE)?
                     .remove(queue_key(old, org, endpoint, id).as_str())?;
             }
             d.state = "pending".into();
+            d.reason = None;
             d.next_attempt_ms = Some(due);
             put_json(&mut t, &key, &d)?;
             drop(t);
@@ -462,6 +484,7 @@ impl Store {
                         kind: entry.kind.clone(),
                         body: entry.body.to_string(),
                         state: "pending".into(),
+                        reason: None,
                         attempts: Vec::new(),
                         next_attempt_ms: Some(due),
                     };
@@ -479,58 +502,115 @@ impl Store {
         })
     }
 
-    /// Deliveries due now (up to `max`), with what is needed to sign and send them.
-    pub fn due_deliveries(&self, now_ms: i64, max: usize) -> Result<Vec<DueDelivery>> {
-        let r = self.read()?;
-        let q = r.open_table(DELIVERY_QUEUE)?;
-        let deliveries = r.open_table(DELIVERIES)?;
-        let webhooks = r.open_table(WEBHOOKS)?;
+    /// Claim the deliveries due now (up to `max`), with what is needed to sign and send them.
+    ///
+    /// The endpoint is read in the same write transaction that hands a delivery out: a delivery
+    /// whose endpoint is disabled or gone is not handed out but marked `abandoned` with the
+    /// reason, so a disabled endpoint gets no further attempt and the state says why.
+    pub fn claim_due_deliveries(&self, now_ms: i64, max: usize) -> Result<Vec<DueDelivery>> {
         let end = format!("{:020}}}", now_ms.max(0));
-        let mut out = Vec::new();
-        for row in q.range(..end.as_str())?.take(max) {
-            let (k, _) = row?;
-            let parts: Vec<&str> = k.value().splitn(4, '|').collect();
-            let [_, org, endpoint, id] = parts.as_slice() else {
-                continue;
-            };
-            let Some(org) = OrgId::parse(org) else {
-                continue;
-            };
-            let Some(d): Option<Delivery> =
-                get_json(&deliveries, &format!("{org}|{endpoint}|{id}"))?
-            else {
-                continue;
-            };
-            let Some(ep): Option<WebhookEndpoint> =
-                get_json(&webhooks, &format!("{org}|{endpoint}"))?
-            else {
-                continue;
-            };
-            let ctx = format!("webhook|{org}");
-            let mut secrets = vec![
-                String::from_utf8(self.master.open(&ctx, &ep.secret)?)
-                    .map_err(|_| StoreError::Crypto)?,
-            ];
-            if let Some((prev, until)) = &ep.previous_secret
-                && *until > now_ms / 1000
-            {
-                secrets.push(
-                    String::from_utf8(self.master.open(&ctx, prev)?)
-                        .map_err(|_| StoreError::Crypto)?,
-                );
-            }
-            out.push(DueDelivery {
-                delivery: d,
-                url: ep.url,
-                secrets,
-            });
+        // Most polls find nothing due: only those that do open a write transaction.
+        if self
+            .read()?
+            .open_table(DELIVERY_QUEUE)?
+            .range(..end.as_str())?
+            .next()
+            .is_none()
+        {
+            return Ok(Vec::new());
         }
-        Ok(out)
+        self.write(|txn| {
+            let keys: Vec<String> = {
+                let q = txn.open_table(DELIVERY_QUEUE)?;
+                let mut v = Vec::new();
+                for row in q.range(..end.as_str())?.take(max) {
+                    v.push(row?.0.value().to_string());
+                }
+                v
+            };
+            let mut out = Vec::new();
+            for k in keys {
+                let parts: Vec<&str> = k.splitn(4, '|').collect();
+                let [_, org, endpoint, id] = parts.as_slice() else {
+                    continue;
+                };
+                let Some(org) = OrgId::parse(org) else {
+                    continue;
+                };
+                if let Some(due) = self.claim_one(txn, &k, &org, endpoint, id, now_ms)? {
+                    out.push(due);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// One queue entry: the delivery to attempt, or `None` when there is nothing to attempt (the
+    /// entry is stale, or the endpoint is disabled or deleted and the delivery is abandoned).
+    fn claim_one(
+        &self,
+        txn: &redb::WriteTransaction,
+        queue_entry: &str,
+        org: &OrgId,
+        endpoint: &str,
+        id: &str,
+        now_ms: i64,
+    ) -> Result<Option<DueDelivery>> {
+        let d: Option<Delivery> = get_json(
+            &txn.open_table(DELIVERIES)?,
+            &format!("{org}|{endpoint}|{id}"),
+        )?;
+        let Some(d) = d.filter(|d| d.state == "pending") else {
+            txn.open_table(DELIVERY_QUEUE)?.remove(queue_entry)?;
+            return Ok(None);
+        };
+        let ep: Option<WebhookEndpoint> =
+            get_json(&txn.open_table(WEBHOOKS)?, &format!("{org}|{endpoint}"))?;
+        let ep = match ep {
+            Some(ep) if ep.enabled => ep,
+            gone_or_disabled => {
+                let reason = if gone_or_disabled.is_some() {
+                    "endpoint disabled"
+                } else {
+                    "endpoint deleted"
+                };
+                let data = json!({"webhook": endpoint, "delivery": id, "reason": reason});
+                abandon_in(txn, d, reason)?;
+                let system = Actor::System("webhooks".into());
+                audit::append(
+                    txn,
+                    org,
+                    &system,
+                    "webhook.delivery_abandoned",
+                    data,
+                    &now().text,
+                )?;
+                return Ok(None);
+            }
+        };
+        let ctx = format!("webhook|{org}");
+        let mut secrets = vec![
+            String::from_utf8(self.master.open(&ctx, &ep.secret)?)
+                .map_err(|_| StoreError::Crypto)?,
+        ];
+        if let Some((prev, until)) = &ep.previous_secret
+            && *until > now_ms / 1000
+        {
+            secrets.push(
+                String::from_utf8(self.master.open(&ctx, prev)?).map_err(|_| StoreError::Crypto)?,
+            );
+        }
+        Ok(Some(DueDelivery {
+            delivery: d,
+            url: ep.url,
+            secrets,
+        }))
     }
 
     /// Record an attempt: a 2xx ends the delivery; otherwise it is scheduled again with backoff,
-    /// or given up after `policy.max_attempts`; an endpoint failing `disable_after_failures` in a
-    /// row is disabled with an event. Each attempt is an audit event.
+    /// given up after `policy.max_attempts`, or abandoned when its endpoint is (now) disabled or
+    /// gone; an endpoint failing `disable_after_failures` in a row is disabled with an event, and
+    /// its pending deliveries are abandoned. Each attempt is an audit event.
     pub fn record_attempt(
         &self,
         org: &OrgId,
@@ -547,9 +627,17 @@ impl Store {
                 txn.open_table(DELIVERY_QUEUE)?.remove(queue_key(old, org, endpoint, id).as_str())?;
             }
             let ok = attempt.status.is_some_and(|s| (200..300).contains(&s)) && attempt.error.is_none();
+            let health = self.track_endpoint_health(txn, org, endpoint, ok, policy)?;
             d.attempts.push(attempt.clone());
             if ok {
+                // An attempt in flight when the endpoint was disabled may still have arrived.
                 d.state = "delivered".into();
+                d.reason = None;
+            } else if d.state == "abandoned" {
+                // Abandoned while this attempt was in flight: it stays so, with its reason.
+            } else if let Some(reason) = health.stopped_reason() {
+                d.state = "abandoned".into();
+                d.reason = Some(reason.into());
             } else if d.attempts.len() >= policy.max_attempts {
                 d.state = "failed".into();
             } else {
@@ -560,12 +648,18 @@ impl Store {
             put_json(&mut txn.open_table(DELIVERIES)?, &key, &d)?;
             let data = json!({"webhook": endpoint, "delivery": id, "event": d.event_id, "attempt": d.attempts.len(),
                 "status": attempt.status, "duration_ms": attempt.duration_ms, "error": attempt.error, "state": d.state});
-            audit::append(txn, org, &Actor::System("webhooks".into()), "webhook.delivery_attempted", data, &now().text)?;
-            self.track_endpoint_health(txn, org, endpoint, ok, policy)?;
+            let system = Actor::System("webhooks".into());
+            audit::append(txn, org, &system, "webhook.delivery_attempted", data, &now().text)?;
+            if let Health::JustDisabled(reason) = &health {
+                let data = json!({"webhook": endpoint, "reason": reason});
+                audit::append(txn, org, &system, "webhook.disabled", data, &now().text)?;
+                abandon_pending_in(txn, org, endpoint, "endpoint disabled after repeated failures", &system)?;
+            }
             Ok(d)
         })
     }
 
+    /// Count the endpoint's failure streak, disabling it at `disable_after_failures`.
     fn track_endpoint_health(
         &self,
         txn: &redb::WriteTransaction,
@@ -573,19 +667,19 @@ impl Store {
         endpoint: &str,
         ok: bool,
         policy: &RetryPolicy,
-    ) -> Result<()> {
+    ) -> Result<Health> {
         let mut t = txn.open_table(WEBHOOKS)?;
         let key = format!("{org}|{endpoint}");
         let Some(mut ep): Option<WebhookEndpoint> = get_json(&t, &key)? else {
-            return Ok(());
+            return Ok(Health::Gone);
         };
         ep.consecutive_failures = if ok {
             0
         } else {
             ep.consecutive_failures.saturating_add(1)
         };
-        let disable = ep.enabled && ep.consecutive_failures >= policy.disable_after_failures;
-        if disable {
+        let was_enabled = ep.enabled;
+        if ep.enabled && ep.consecutive_failures >= policy.disable_after_failures {
             ep.enabled = false;
             ep.disabled_reason = Some(format!(
                 "{} failed attempts in a row",
@@ -593,20 +687,80 @@ impl Store {
             ));
         }
         put_json(&mut t, &key, &ep)?;
-        drop(t);
-        if disable {
-            let data = json!({"webhook": endpoint, "reason": ep.disabled_reason});
-            audit::append(
-                txn,
-                org,
-                &Actor::System("webhooks".into()),
-                "webhook.disabled",
-                data,
-                &now().text,
-            )?;
-        }
-        Ok(())
+        Ok(match (was_enabled, ep.enabled) {
+            (_, true) => Health::Enabled,
+            (true, false) => Health::JustDisabled(ep.disabled_reason.unwrap_or_default()),
+            (false, false) => Health::Disabled,
+        })
     }
+}
+
+/// An endpoint's state after an attempt was counted.
+enum Health {
+    Enabled,
+    /// Disabled by this attempt, with the reason.
+    JustDisabled(String),
+    /// Was already disabled (while the attempt was in flight).
+    Disabled,
+    /// Deleted (while the attempt was in flight).
+    Gone,
+}
+
+impl Health {
+    /// Why no further attempt is made, when none is.
+    fn stopped_reason(&self) -> Option<&'static str> {
+        match self {
+            Health::Enabled => None,
+            Health::JustDisabled(_) => Some("endpoint disabled after repeated failures"),
+            Health::Disabled => Some("endpoint disabled"),
+            Health::Gone => Some("endpoint deleted"),
+        }
+    }
+}
+
+/// Mark one pending delivery abandoned: out of the queue, no next attempt, the reason kept.
+fn abandon_in(txn: &redb::WriteTransaction, mut d: Delivery, reason: &str) -> Result<()> {
+    if let Some(old) = d.next_attempt_ms.take() {
+        txn.open_table(DELIVERY_QUEUE)?
+            .remove(queue_key(old, &d.org, &d.endpoint, &d.id).as_str())?;
+    }
+    d.state = "abandoned".into();
+    d.reason = Some(reason.to_string());
+    put_json(
+        &mut txn.open_table(DELIVERIES)?,
+        &format!("{}|{}|{}", d.org, d.endpoint, d.id),
+        &d,
+    )
+}
+
+/// Abandon every pending delivery of an endpoint that was just disabled or deleted, in the
+/// transaction that disabled it, with one audit event naming how many.
+fn abandon_pending_in(
+    txn: &redb::WriteTransaction,
+    org: &OrgId,
+    endpoint: &str,
+    reason: &str,
+    actor: &Actor,
+) -> Result<()> {
+    let all: Vec<Delivery> =
+        scan_json(&txn.open_table(DELIVERIES)?, &format!("{org}|{endpoint}|"))?;
+    let pending: Vec<Delivery> = all.into_iter().filter(|d| d.state == "pending").collect();
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let count = pending.len();
+    for d in pending {
+        abandon_in(txn, d, reason)?;
+    }
+    audit::append(
+        txn,
+        org,
+        actor,
+        "webhook.deliveries_abandoned",
+        json!({"webhook": endpoint, "count": count, "reason": reason}),
+        &now().text,
+    )?;
+    Ok(())
 }
 
 fn check_types(events: Option<&[String]>) -> Result<()> {
