@@ -3,8 +3,10 @@
 
 mod cli;
 mod config;
+mod secrets;
 mod serve;
 mod services;
+mod shutdown;
 mod webhook_worker;
 
 use std::process::ExitCode;

@@ -60,7 +60,9 @@ pub fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
 
     let conf = ServerConf {
         threads: cfg.proxy.threads,
-        grace_period_seconds: Some(cfg.proxy.shutdown_grace_secs),
+        // shutdown.rs waits for the requests in flight (at most `shutdown_grace_secs`) before
+        // pingora sees SIGTERM; pingora's own grace period would then only delay the exit.
+        grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(10),
         ..ServerConf::default()
     };
@@ -85,6 +87,7 @@ pub fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
         settings.clone(),
         events.clone(),
     );
+    let in_flight = guard.in_flight();
     let mut proxy_service = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         guard,
@@ -137,7 +140,12 @@ pub fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     };
     server.add_service(background_service("hold expiry", expiry));
     tracing::info!(proxy = %cfg.proxy.listen, admin = %cfg.admin.listen, upstream = %cfg.upstream.base_url, data_dir = %cfg.store.data_dir.display(), "payment guard starting");
-    server.run(RunArgs::default());
+    server.run(RunArgs {
+        shutdown_signal: Box::new(crate::shutdown::DrainThenTerminate {
+            in_flight,
+            grace: std::time::Duration::from_secs(cfg.proxy.shutdown_grace_secs),
+        }),
+    });
     tracing::info!("payment guard stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -47,6 +47,9 @@ pub fn build_router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(crate::metrics::render))
         .route("/", get(console))
+        .layer(axum::middleware::from_fn(
+            crate::connection::close_if_body_unread,
+        ))
         .with_state(state)
 }
 

@@ -12,12 +12,14 @@ mod crypto;
 mod decide;
 mod error;
 mod events;
+mod files;
 mod humans;
 mod ids;
 mod jcs;
 mod metrics;
 mod model;
 mod org_admin;
+mod rekey;
 mod spend;
 mod tables;
 mod tenants;
@@ -35,7 +37,11 @@ use redb::ReadableDatabase;
 
 pub use approvals::HumanVerdict;
 pub use audit::{AuditHead, GENESIS, VerifyReport, check_event};
-pub use crypto::MasterKey;
+pub use crypto::{DATA_DIR_KEY_FILE, KeyLocation, MasterKey, check_key_file, load_master_key,
+    replace_key_file, write_key_file,
+};
+pub use files::{DATA_DIR_MODE, DATA_FILE_MODE, secure_data_dir};
+pub use rekey::RekeyReport;
 pub use decide::{Decision, DecisionRequest, UpstreamOutcome};
 pub use error::{Result, StoreError};
 pub use events::{IntentEvents, Subscription};
@@ -90,10 +96,13 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// Open (or create) the store in `data_dir`. Fails with [`StoreError::Locked`] when another
-    /// process has it open.
+    /// process has it open, and with [`StoreError::WrongMasterKey`] when `master` is not the key
+    /// its secrets are sealed with. The directory is made 0700 and its files 0600 (files.rs).
     pub fn open(data_dir: &Path, master: MasterKey) -> Result<Store> {
-        std::fs::create_dir_all(data_dir)?;
+        files::secure_data_dir(data_dir)?;
         let path = data_dir.join(DB_FILE);
+        files::ensure_private_file(&path)?;
+        files::ensure_private_file(&data_dir.join(wal::WAL_FILE))?;
         let db = redb::Database::create(&path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => {
                 StoreError::Locked(data_dir.display().to_string())
@@ -110,7 +119,7 @@ impl Store {
         let wal_path = data_dir.join(wal::WAL_FILE);
         let next_lsn = wal::replay(&db, &wal_path)?;
         let wal = wal::Wal::open(&wal_path, next_lsn)?;
-        Ok(Store {
+        let store = Store {
             db,
             master,
             policy_cache: Mutex::new(HashMap::new()),
@@ -118,7 +127,9 @@ impl Store {
             wal: Mutex::new(Some(wal)),
             poisoned: AtomicBool::new(false),
             metrics: StoreMetrics::default(),
-        })
+        };
+        store.check_or_record_master_key()?;
+        Ok(store)
     }
 
     /// Whether a failed log append stopped all writes (see [`Store::write`]); a restart recovers.
