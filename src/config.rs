@@ -164,7 +164,10 @@ pub struct SecretsCfg {
 impl std::fmt::Debug for SecretsCfg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SecretsCfg")
-            .field("master_key", &self.master_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "master_key",
+                &self.master_key.as_ref().map(|_| "<redacted>"),
+            )
             .field("master_key_file", &self.master_key_file)
             .finish()
     }

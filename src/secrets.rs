@@ -68,7 +68,11 @@ pub fn open_store(cfg: &Config) -> anyhow::Result<Store> {
 }
 
 /// `payment-guard secrets rotate-master-key`.
-pub fn rotate_master_key(cfg: &Config, new_key_stdin: bool, json: bool) -> anyhow::Result<ExitCode> {
+pub fn rotate_master_key(
+    cfg: &Config,
+    new_key_stdin: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let (old, location) = load_key(cfg)?;
     let given = if new_key_stdin {
         let mut text = String::new();
@@ -116,8 +120,13 @@ pub fn rotate_master_key(cfg: &Config, new_key_stdin: bool, json: bool) -> anyho
         .with_context(|| format!("cannot write {}", pending.display()))?;
     let report = store.rotate_master_key(&new, &Actor::System("cli".into()))?;
     drop(store);
-    store::replace_key_file(&pending, &key_file)
-        .with_context(|| format!("cannot rename {} to {}", pending.display(), key_file.display()))?;
+    store::replace_key_file(&pending, &key_file).with_context(|| {
+        format!(
+            "cannot rename {} to {}",
+            pending.display(),
+            key_file.display()
+        )
+    })?;
     print_report(&report, Some(&key_file), json)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -141,7 +150,10 @@ fn finish_interrupted(
     drop(store);
     store::replace_key_file(pending, key_file)?;
     if json {
-        println!("{}", json!({"finished_interrupted_rotation": true, "key_file": key_file}));
+        println!(
+            "{}",
+            json!({"finished_interrupted_rotation": true, "key_file": key_file})
+        );
     } else {
         println!(
             "finished a rotation interrupted after its commit: {} now holds the new key",
@@ -167,7 +179,10 @@ fn print_report(
             report.rail_keys, report.totp_secrets, report.webhook_secrets, report.organizations
         );
         if let Some(p) = key_file {
-            println!("the new key is in {}; the old key no longer opens the store", p.display());
+            println!(
+                "the new key is in {}; the old key no longer opens the store",
+                p.display()
+            );
         }
     }
     Ok(())

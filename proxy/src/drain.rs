@@ -83,7 +83,11 @@ mod tests {
     #[tokio::test]
     async fn drain_returns_when_the_last_request_ends_and_refuses_new_ones() {
         let f = InFlight::default();
-        assert_eq!(f.drain(Duration::from_secs(5)).await, 0, "nothing in flight");
+        assert_eq!(
+            f.drain(Duration::from_secs(5)).await,
+            0,
+            "nothing in flight"
+        );
         let f = InFlight::default();
         let g = f.enter().unwrap();
         let waiter = tokio::spawn({

@@ -136,7 +136,10 @@ pub fn load_master_key(
         (None, Some(path)) => {
             let path = check_key_file(path, data_dir)?;
             let text = std::fs::read_to_string(&path).map_err(|e| {
-                StoreError::Invalid(format!("cannot read master key file {}: {e}", path.display()))
+                StoreError::Invalid(format!(
+                    "cannot read master key file {}: {e}",
+                    path.display()
+                ))
             })?;
             Ok((MasterKey::from_base64(&text)?, KeyLocation::File(path)))
         }
@@ -167,7 +170,10 @@ pub fn load_master_key(
 pub fn check_key_file(path: &Path, data_dir: &Path) -> Result<std::path::PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let resolved = std::fs::canonicalize(path).map_err(|e| {
-        StoreError::Invalid(format!("cannot read master key file {}: {e}", path.display()))
+        StoreError::Invalid(format!(
+            "cannot read master key file {}: {e}",
+            path.display()
+        ))
     })?;
     let dir = std::fs::canonicalize(data_dir)?;
     if resolved.starts_with(&dir) {
@@ -268,9 +274,15 @@ mod tests {
         std::fs::set_permissions(&inside, std::fs::Permissions::from_mode(0o600)).unwrap();
         let link = tmp.path().join("link.key");
         std::os::unix::fs::symlink(&inside, &link).unwrap();
-        for p in [link.clone(), data.join("..").join("data").join(DATA_DIR_KEY_FILE)] {
+        for p in [
+            link.clone(),
+            data.join("..").join("data").join(DATA_DIR_KEY_FILE),
+        ] {
             let err = load_master_key(&data, None, Some(&p), true).unwrap_err();
-            assert!(err.to_string().contains("inside the data directory"), "{err}");
+            assert!(
+                err.to_string().contains("inside the data directory"),
+                "{err}"
+            );
         }
 
         let outside = tmp.path().join("outside.key");
@@ -282,7 +294,10 @@ mod tests {
         std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o600)).unwrap();
         let (loaded, at) = load_master_key(&data, None, Some(&outside), true).unwrap();
         assert_eq!(loaded.to_base64(), key.to_base64());
-        assert_eq!(at, KeyLocation::File(std::fs::canonicalize(&outside).unwrap()));
+        assert_eq!(
+            at,
+            KeyLocation::File(std::fs::canonicalize(&outside).unwrap())
+        );
         assert!(load_master_key(&data, Some(&key.to_base64()), Some(&outside), true).is_err());
     }
 

@@ -127,6 +127,9 @@ mod tests {
         let changed = secure_data_dir(&dir).unwrap();
         assert_eq!(changed.len(), 2, "{changed:?}");
         assert_eq!((mode(&dir), mode(&f)), (0o700, 0o600));
-        assert!(secure_data_dir(&dir).unwrap().is_empty(), "nothing left to change");
+        assert!(
+            secure_data_dir(&dir).unwrap().is_empty(),
+            "nothing left to change"
+        );
     }
 }

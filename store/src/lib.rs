@@ -37,14 +37,14 @@ use redb::ReadableDatabase;
 
 pub use approvals::HumanVerdict;
 pub use audit::{AuditHead, GENESIS, VerifyReport, check_event};
-pub use crypto::{DATA_DIR_KEY_FILE, KeyLocation, MasterKey, check_key_file, load_master_key,
-    replace_key_file, write_key_file,
+pub use crypto::{
+    DATA_DIR_KEY_FILE, KeyLocation, MasterKey, check_key_file, load_master_key, replace_key_file,
+    write_key_file,
 };
-pub use files::{DATA_DIR_MODE, DATA_FILE_MODE, secure_data_dir};
-pub use rekey::RekeyReport;
 pub use decide::{Decision, DecisionRequest, UpstreamOutcome};
 pub use error::{Result, StoreError};
 pub use events::{IntentEvents, Subscription};
+pub use files::{DATA_DIR_MODE, DATA_FILE_MODE, secure_data_dir};
 pub use humans::{
     PASSWORD_MAX_BYTES, RECOVERY_CODES, SessionInfo, SignInFactor, TOTP_DIGITS, TOTP_SKEW_STEPS,
     TOTP_STEP_SECS, TotpCodeFn, UserToken, session_hash,
@@ -56,6 +56,7 @@ pub use model::{
     Reservation, Role, StoredResponse, User,
 };
 pub use org_admin::{CapPatch, MemberView};
+pub use rekey::RekeyReport;
 pub use tenants::{AuthedAgent, CapSpec, validate_password};
 pub use time_util::{Clock, now};
 pub use wal::WAL_FILE;

@@ -4,33 +4,79 @@
 //! either only old-key secrets or only new-key secrets, never a mix.
 //!
 //! The sealed fields are listed here as data ([`SEALED`]): a new kind of sealed secret must be
-//! added to this list, or rotation refuses to finish (the key-check test below seals one of each
-//! and opens them again under the new key). Records are handled as JSON values, so fields the
-//! rotation does not know are kept as they are.
+//! added to this list (the test below seals one of each kind and opens them again under the new
+//! key). Records are handled as JSON values, so fields the rotation does not know are kept as
+//! they are.
 
 use serde_json::{Value, json};
 
+use crate::Store;
 use crate::audit;
 use crate::crypto::MasterKey;
 use crate::error::{Result, StoreError};
 use crate::ids::{Actor, OrgId};
 use crate::tables::{META, ORGS, RAIL_KEYS, Table, USER_SECRETS, WEBHOOKS, put_json};
 use crate::time_util::now;
-use crate::Store;
 
 /// Key of the key-check value in the `meta` table.
 pub(crate) const KEY_CHECK: &str = "master_key_check";
 
-/// One table holding sealed secrets: which JSON fields are sealed, and the context each was
-/// sealed with (derived from the record's key).
+/// The kinds of sealed secrets, by the module that seals them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// `tenants.rs`: `rail|{org}`, keyed `{org}`.
+    Rail,
+    /// `humans.rs`: `totp|{user}`, keyed `{user}` (users are global, not tenant data).
+    Totp,
+    /// `webhooks.rs`: `webhook|{org}`, keyed `{org}|{webhook}`.
+    Webhook,
+}
+
+/// How one record's secrets were sealed.
+struct Sealing {
+    context: String,
+    /// The organization the secret belongs to, if any.
+    org: Option<String>,
+}
+
+impl Kind {
+    /// What the audit event and the report call these secrets.
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Rail => "rail_keys",
+            Kind::Totp => "totp_secrets",
+            Kind::Webhook => "webhook_secrets",
+        }
+    }
+
+    /// The sealing context of the record stored under `key`.
+    fn sealing(self, key: &str) -> Result<Sealing> {
+        Ok(match self {
+            Kind::Rail => Sealing {
+                context: format!("rail|{key}"),
+                org: Some(key.to_string()),
+            },
+            Kind::Totp => Sealing {
+                context: format!("totp|{key}"),
+                org: None,
+            },
+            Kind::Webhook => {
+                let org = org_of(key)?;
+                Sealing {
+                    context: format!("webhook|{org}"),
+                    org: Some(org),
+                }
+            }
+        })
+    }
+}
+
+/// One table holding sealed secrets, and the JSON pointers of the sealed strings in a record
+/// (absent or null: nothing sealed).
 struct Sealed {
     table: Table,
-    /// What the audit event calls these secrets.
-    name: &'static str,
-    /// JSON pointers of the sealed strings in a record (absent or null: nothing sealed).
+    kind: Kind,
     fields: &'static [&'static str],
-    /// The sealing context and the organization (if the secret belongs to one) from the key.
-    context: fn(&str) -> Result<(String, Option<String>)>,
 }
 
 fn org_of(key: &str) -> Result<String> {
@@ -41,29 +87,23 @@ fn org_of(key: &str) -> Result<String> {
         .ok_or_else(|| StoreError::Corrupt(format!("record key {key:?} names no organization")))
 }
 
-/// Every sealed secret the store keeps: `tenants.rs` (rail keys), `humans.rs` (TOTP secrets,
-/// active and pending), `webhooks.rs` (signing secrets, current and previous).
+/// Every sealed secret the store keeps: rail keys, TOTP secrets (active and pending), webhook
+/// signing secrets (current and previous).
 const SEALED: [Sealed; 3] = [
     Sealed {
         table: RAIL_KEYS,
-        name: "rail_keys",
+        kind: Kind::Rail,
         fields: &["/sealed"],
-        context: |k| Ok((format!("rail|{k}"), Some(k.to_string()))),
     },
     Sealed {
         table: USER_SECRETS,
-        name: "totp_secrets",
+        kind: Kind::Totp,
         fields: &["/totp", "/totp_pending"],
-        context: |k| Ok((format!("totp|{k}"), None)),
     },
     Sealed {
         table: WEBHOOKS,
-        name: "webhook_secrets",
+        kind: Kind::Webhook,
         fields: &["/secret", "/previous_secret/0"],
-        context: |k| {
-            let org = org_of(k)?;
-            Ok((format!("webhook|{org}"), Some(org)))
-        },
     },
 ];
 
@@ -108,7 +148,7 @@ impl Store {
                     rows
                 };
                 for (key, bytes) in rows {
-                    let (context, org) = (sealed.context)(&key)?;
+                    let Sealing { context, org } = sealed.kind.sealing(&key)?;
                     let mut record: Value = serde_json::from_slice(&bytes)?;
                     let mut count = 0u64;
                     for field in sealed.fields {
@@ -128,15 +168,16 @@ impl Store {
                         count += 1;
                     }
                     put_json(&mut table, &key, &record)?;
-                    match sealed.name {
-                        "rail_keys" => report.rail_keys += count,
-                        "totp_secrets" => report.totp_secrets += count,
-                        _ => report.webhook_secrets += count,
+                    match sealed.kind {
+                        Kind::Rail => report.rail_keys += count,
+                        Kind::Totp => report.totp_secrets += count,
+                        Kind::Webhook => report.webhook_secrets += count,
                     }
                     if let Some(org) = org {
+                        let name = sealed.kind.name();
                         let entry = per_org.entry(org).or_insert_with(|| json!({}));
-                        let n = entry[sealed.name].as_u64().unwrap_or(0) + count;
-                        entry[sealed.name] = json!(n);
+                        let n = entry[name].as_u64().unwrap_or(0) + count;
+                        entry[name] = json!(n);
                     }
                 }
             }
@@ -160,7 +201,14 @@ impl Store {
                 });
                 let id = OrgId::parse(&org)
                     .ok_or_else(|| StoreError::Corrupt(format!("organization id {org:?}")))?;
-                audit::append(txn, &id, actor, "secrets.master_key_rotated", data, &at.text)?;
+                audit::append(
+                    txn,
+                    &id,
+                    actor,
+                    "secrets.master_key_rotated",
+                    data,
+                    &at.text,
+                )?;
                 report.organizations += 1;
             }
             Ok(report)
@@ -206,7 +254,7 @@ impl Store {
             let t = r.open_table(sealed.table)?;
             for row in t.iter()? {
                 let (k, v) = row?;
-                let (context, _) = (sealed.context)(k.value())?;
+                let Sealing { context, .. } = sealed.kind.sealing(k.value())?;
                 let record: Value = serde_json::from_slice(v.value())?;
                 for field in sealed.fields {
                     if let Some(text) = record.pointer(field).and_then(Value::as_str) {
