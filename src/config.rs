@@ -344,6 +344,33 @@ mod tests {
     }
 
     #[test]
+    fn production_refuses_a_master_key_written_in_the_file() {
+        let mut c = load_with("[admin]\nproduction = true\n", &[]).unwrap();
+        c.secrets.master_key_in_file = true;
+        let err = c.check().unwrap_err().to_string();
+        assert!(
+            err.contains("must not be written in the configuration file"),
+            "{err}"
+        );
+        c.admin.production = false;
+        assert!(c.check().is_ok());
+        let file = load_with("[secrets]\nmaster_key_file = \"/etc/pg/master.key\"\n", &[]).unwrap();
+        assert_eq!(
+            file.secrets.master_key_file.as_deref(),
+            Some(Path::new("/etc/pg/master.key"))
+        );
+        assert!(
+            !format!(
+                "{:?}",
+                load_with("[secrets]\nmaster_key = \"c2VjcmV0\"\n", &[])
+                    .unwrap()
+                    .secrets
+            )
+            .contains("c2VjcmV0")
+        );
+    }
+
+    #[test]
     fn body_limit_is_bounded_by_the_retry_buffer() {
         assert!(load_with("", &[("GUARD_PROXY_MAX_BODY_BYTES", "70000")]).is_err());
     }

@@ -553,7 +553,7 @@ async fn read_all(
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => break,
-            Err(e) if e.etype() == &pingora::ErrorType::ReadTimedout => {
+            Err(e) if e.etype() == &ErrorType::ReadTimedout => {
                 return Err(GuardError::RequestTimeout(read_timeout_secs));
             }
             Err(e) => {
