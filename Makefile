@@ -17,14 +17,14 @@ BIN     := target/release/payment-guard
 # apt-get needs root; use sudo only when not root and sudo exists.
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || ! command -v sudo >/dev/null 2>&1 || echo sudo)
 
-.PHONY: build test lint deps sysdeps venv run bench fuzz e2e clean-venv
+.PHONY: build test lint deps sysdeps venv run bench fuzz e2e clean-venv audit advisory-db cargo-deny
 
 ## build: compile every workspace crate (release profile)
 build: sysdeps
 	$(CARGO) build --release --workspace
 
-## test: deps, lint, cargo tests, then the end-to-end suite against the release binary
-test: deps lint
+## test: deps, the dependency audit, lint, cargo tests, then the end-to-end suite
+test: deps audit lint
 	$(CARGO) test --release --workspace
 	$(CARGO) build --release
 	$(VENV)/bin/pytest -q tests/e2e
@@ -41,6 +41,48 @@ lint: sysdeps
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
 deps: sysdeps venv
+
+# ---------------------------------------------------------------------------- dependency audit
+# SECURITY.md "Dependencies": cargo-deny checks every crate of Cargo.lock against a snapshot of
+# the RustSec advisory database (vulnerable, yanked, unsound or unmaintained crates), the license
+# allow-list and the allowed sources of deny.toml. Offline: the database is the snapshot at
+# ADVISORY_DB (the contract: ../shared/advisory-db next to the checkout), never fetched.
+ADVISORY_DB        ?= ../shared/advisory-db
+CARGO_DENY_VERSION := 0.20.2
+TOOLS              := .tools
+CARGO_DENY         := $(TOOLS)/bin/cargo-deny
+# The directory name cargo-deny gives the default database (https://github.com/rustsec/advisory-db).
+DENY_DB            := $(TOOLS)/advisory-dbs/advisory-db-3157b0e258782691
+
+## audit: cargo-deny advisories, licenses, sources and bans against the advisory snapshot
+audit: cargo-deny advisory-db
+	$(CARGO) fetch --locked
+	$(CARGO_DENY) --offline --locked --workspace check advisories licenses sources bans
+
+# Built once per machine into .tools (gitignored), pinned; rebuilt only when the pin changes.
+cargo-deny:
+	@if [ "$$($(CARGO_DENY) --version 2>/dev/null)" != "cargo-deny $(CARGO_DENY_VERSION)" ]; then \
+	  echo "installing cargo-deny $(CARGO_DENY_VERSION) into $(TOOLS) (compiles for a few minutes, once)"; \
+	  $(CARGO) install --locked --root $(TOOLS) --version $(CARGO_DENY_VERSION) cargo-deny; \
+	fi
+
+# cargo-deny reads a database from a git checkout (it asks git for the commit date), so the
+# snapshot is copied into a one-commit repository dated like the snapshot; redone when
+# ADVISORY_DB/SNAPSHOT changes.
+advisory-db:
+	@if [ ! -f "$(ADVISORY_DB)/SNAPSHOT" ] || [ ! -d "$(ADVISORY_DB)/crates" ]; then \
+	  echo "no RustSec advisory database snapshot at $(ADVISORY_DB) (set ADVISORY_DB=<dir>)"; exit 1; \
+	fi
+	@if ! cmp -s "$(ADVISORY_DB)/SNAPSHOT" "$(DENY_DB)/SNAPSHOT"; then \
+	  echo "preparing the advisory database snapshot: $$(cat "$(ADVISORY_DB)/SNAPSHOT")"; \
+	  rm -rf "$(DENY_DB)"; mkdir -p "$(dir $(DENY_DB))"; \
+	  cp -R "$(ADVISORY_DB)" "$(DENY_DB)"; chmod -R u+w "$(DENY_DB)"; rm -rf "$(DENY_DB)/.git"; \
+	  when="$$(awk '{print $$2}' "$(DENY_DB)/SNAPSHOT")T00:00:00Z"; \
+	  git -C "$(DENY_DB)" init -q; git -C "$(DENY_DB)" add -A; \
+	  GIT_COMMITTER_DATE="$$when" git -C "$(DENY_DB)" -c user.name=advisory-db \
+	    -c user.email=advisory-db@localhost -c commit.gpgsign=false \
+	    commit -q --allow-empty --date="$$when" -m "RustSec advisory-db snapshot"; \
+	fi
 
 # System packages the build needs (cmake for native dependencies). apt-get update
 # first: a fresh machine has empty package lists.

@@ -63,6 +63,23 @@ pub enum Command {
     /// Intents.
     #[command(subcommand)]
     Intent(IntentCmd),
+    /// The master key that seals stored secrets.
+    #[command(subcommand)]
+    Secrets(SecretsCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCmd {
+    /// With the guard stopped: re-seal every stored secret under a new master key (generated,
+    /// or read as base64 from stdin) and put it where the configuration says the key lives.
+    RotateMasterKey {
+        /// Read the new key (base64 of 32 bytes) from stdin instead of generating one; required
+        /// when the key comes from GUARD_SECRETS_MASTER_KEY.
+        #[arg(long)]
+        new_key_stdin: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -196,6 +213,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", policies::SCHEMA_TEXT);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Secrets(SecretsCmd::RotateMasterKey {
+            new_key_stdin,
+            json,
+        }) => crate::secrets::rotate_master_key(&cfg, new_key_stdin, json),
         other => {
             let store = open_store(&cfg)?;
             store_command(&store, other)
@@ -203,11 +224,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Open the store of a stopped guard; a locked store is a one-line error.
+/// Open the store of a stopped guard; a locked store or a wrong master key is a one-line error.
 pub fn open_store(cfg: &Config) -> anyhow::Result<Store> {
-    let dir = &cfg.store.data_dir;
-    let key = store::load_or_create_master_key(dir, cfg.secrets.master_key.as_deref())?;
-    Store::open(dir, key).map_err(|e| anyhow::anyhow!("{e}"))
+    crate::secrets::open_store(cfg)
 }
 
 fn org_id(s: &str) -> anyhow::Result<OrgId> {
@@ -316,7 +335,9 @@ fn store_command(store: &Store, cmd: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve | Command::Policy(PolicyCmd::Validate { .. } | PolicyCmd::Schema) => {
+        Command::Serve
+        | Command::Secrets(_)
+        | Command::Policy(PolicyCmd::Validate { .. } | PolicyCmd::Schema) => {
             unreachable!("handled before opening the store")
         }
     }

@@ -231,12 +231,24 @@ impl Default for WebhooksCfg {
 #[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecretsCfg {
+    /// The master key, base64 of 32 bytes (in production: only from `GUARD_SECRETS_MASTER_KEY`).
     pub master_key: Option<String>,
+    /// A file holding the master key, outside the data directory, mode 0600 or stricter.
+    pub master_key_file: Option<PathBuf>,
+    /// Set by [`Config::load`]: `master_key` was written in the configuration file itself.
+    #[serde(skip)]
+    pub master_key_in_file: bool,
 }
 
 impl std::fmt::Debug for SecretsCfg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SecretsCfg { master_key: <redacted> }")
+        f.debug_struct("SecretsCfg")
+            .field(
+                "master_key",
+                &self.master_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("master_key_file", &self.master_key_file)
+            .finish()
     }
 }
 
@@ -259,10 +271,17 @@ impl Config {
             }
             None => toml::Table::new(),
         };
+        let key_in_file = table
+            .get("secrets")
+            .and_then(|s| s.get("master_key"))
+            .is_some();
         apply_env(&mut table, std::env::vars())?;
-        let cfg: Config = toml::Value::Table(table)
+        let mut cfg: Config = toml::Value::Table(table)
             .try_into()
             .context("invalid configuration")?;
+        // An environment variable overrides the file's value, so the file's key is not used.
+        cfg.secrets.master_key_in_file =
+            key_in_file && std::env::var_os("GUARD_SECRETS_MASTER_KEY").is_none();
         cfg.check()?;
         Ok(cfg)
     }
@@ -301,6 +320,12 @@ impl Config {
         }
         if self.store.checkpoint_interval_ms < 10 || self.store.checkpoint_interval_ms > 60_000 {
             bail!("store.checkpoint_interval_ms must be 10..=60000");
+        }
+        if self.admin.production && self.secrets.master_key_in_file {
+            bail!(
+                "admin.production is on: secrets.master_key must not be written in the \
+                 configuration file; set GUARD_SECRETS_MASTER_KEY or secrets.master_key_file"
+            );
         }
         if self.proxy.threads == 0 || self.proxy.threads > 64 {
             bail!("proxy.threads must be 1..=64");
@@ -474,6 +499,33 @@ mod tests {
         assert!(load_with("[nope]\n", &[]).is_err());
         assert!(load_with("", &[("GUARD_NOPE_X", "1")]).is_err());
         assert!(load_with("", &[("GUARD_PROXY_NOPE", "1")]).is_err());
+    }
+
+    #[test]
+    fn production_refuses_a_master_key_written_in_the_file() {
+        let mut c = load_with("[admin]\nproduction = true\n", &[]).unwrap();
+        c.secrets.master_key_in_file = true;
+        let err = c.check().unwrap_err().to_string();
+        assert!(
+            err.contains("must not be written in the configuration file"),
+            "{err}"
+        );
+        c.admin.production = false;
+        assert!(c.check().is_ok());
+        let file = load_with("[secrets]\nmaster_key_file = \"/etc/pg/master.key\"\n", &[]).unwrap();
+        assert_eq!(
+            file.secrets.master_key_file.as_deref(),
+            Some(Path::new("/etc/pg/master.key"))
+        );
+        assert!(
+            !format!(
+                "{:?}",
+                load_with("[secrets]\nmaster_key = \"c2VjcmV0\"\n", &[])
+                    .unwrap()
+                    .secrets
+            )
+            .contains("c2VjcmV0")
+        );
     }
 
     #[test]

@@ -3,9 +3,11 @@
 
 mod cli;
 mod config;
+mod secrets;
 mod serve;
 mod services;
 mod tls;
+mod shutdown;
 mod webhook_worker;
 
 use std::process::ExitCode;

@@ -62,7 +62,9 @@ pub fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
 
     let conf = ServerConf {
         threads: cfg.proxy.threads,
-        grace_period_seconds: Some(cfg.proxy.shutdown_grace_secs),
+        // shutdown.rs waits for the requests in flight (at most `shutdown_grace_secs`) before
+        // pingora sees SIGTERM; pingora's own grace period would then only delay the exit.
+        grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(10),
         ..ServerConf::default()
     };
@@ -87,6 +89,7 @@ pub fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
         settings.clone(),
         events.clone(),
     );
+    let in_flight = guard.in_flight();
     let mut proxy_service = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         guard,
@@ -160,7 +163,12 @@ pub fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     if let Some(f) = &cfg.webhooks.unsafe_test_hosts_file {
         tracing::warn!(file = %f.display(), "webhooks.unsafe_test_hosts_file is set: webhook hosts under .invalid resolve from this file (tests only)");
     }
-    server.run(RunArgs::default());
+    server.run(RunArgs {
+        shutdown_signal: Box::new(crate::shutdown::DrainThenTerminate {
+            in_flight,
+            grace: std::time::Duration::from_secs(cfg.proxy.shutdown_grace_secs),
+        }),
+    });
     tracing::info!("payment guard stopped");
     Ok(ExitCode::SUCCESS)
 }

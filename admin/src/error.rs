@@ -36,6 +36,9 @@ pub enum ApiError {
     /// 415 state-changing requests must be JSON.
     #[error("Content-Type must be application/json")]
     UnsupportedMediaType,
+    /// 413 the declared body is larger than the limit (refused before reading it).
+    #[error("the request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
     /// 422 validation, with details.
     #[error("{message}")]
     Validation {
@@ -117,6 +120,7 @@ impl ApiError {
             NotFound => (StatusCode::NOT_FOUND, "not_found"),
             Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Validation { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
             Throttled => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
             Coded { status, code, .. } => (*status, code),

@@ -7,6 +7,7 @@
 //! id of the caller's active organization; a resource of another organization answers 404.
 
 pub mod auth;
+mod connection;
 mod error;
 mod extract;
 mod idempotency;

@@ -56,6 +56,9 @@ pub fn build_router(state: AppState) -> Router {
         .route("/", get(console))
         .route("/console.js", get(console_js))
         .route("/console.css", get(console_css))
+        .layer(axum::middleware::from_fn(
+            crate::connection::close_if_body_unread,
+        ))
         .layer(axum::middleware::map_response_with_state(
             state.settings.production,
             security_headers,

@@ -56,6 +56,8 @@ pub enum GuardError {
     RailNotConfigured,
     /// 503: the store failed; nothing was decided (fail closed).
     StoreUnavailable,
+    /// 503: SIGTERM was received; the request was not looked at (nothing decided).
+    ShuttingDown,
 }
 
 #[derive(Serialize)]
@@ -129,7 +131,7 @@ impl GuardError {
             BodyTooLarge(_) => 413,
             HeadersTooLarge(_) => 431,
             UpstreamUnavailable(_) => 502,
-            RailNotConfigured | StoreUnavailable => 503,
+            RailNotConfigured | StoreUnavailable | ShuttingDown => 503,
         }
     }
 
@@ -159,6 +161,7 @@ impl GuardError {
             UpstreamUnavailable(_) => "guard_upstream_unavailable",
             RailNotConfigured => "guard_rail_not_configured",
             StoreUnavailable => "guard_store_unavailable",
+            ShuttingDown => "guard_shutting_down",
         }
     }
 
@@ -226,6 +229,7 @@ impl GuardError {
             UpstreamUnavailable(_) => ("api_error", "The payment rail could not be reached; retry with the same Idempotency-Key.".to_string(), None),
             RailNotConfigured => ("api_error", "The organization has no payment rail key configured.".to_string(), None),
             StoreUnavailable => ("api_error", "The guard could not record a decision; nothing was sent.".to_string(), None),
+            ShuttingDown => ("api_error", "The guard is shutting down; nothing was decided. Retry with the same Idempotency-Key.".to_string(), None),
         };
         let body = Body {
             error: ErrorObj {

@@ -3,6 +3,7 @@
 //! (deny, hold, replay) or forwards to Stripe with the organization's key, and settles.
 
 mod auth;
+mod drain;
 mod errors;
 mod executor;
 mod forward;
@@ -10,6 +11,7 @@ mod service;
 mod upstream;
 mod view;
 
+pub use drain::{InFlight, InFlightGuard};
 pub use errors::GuardError;
 pub use executor::{Executor, expire_holds_loop};
 pub use forward::{Forwarder, Outbound};

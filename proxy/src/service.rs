@@ -74,6 +74,7 @@ pub struct Guard {
     upstream: Arc<Upstream>,
     settings: ProxySettings,
     events: IntentEvents,
+    in_flight: crate::drain::InFlight,
 }
 
 /// What a forwarded read needs in later phases.
@@ -87,6 +88,8 @@ struct Forward {
 pub struct Ctx {
     org: Option<OrgId>,
     forward: Option<Forward>,
+    /// Counts this request as in flight until the context is dropped (drain.rs).
+    in_flight: Option<crate::drain::InFlightGuard>,
 }
 
 /// The outcome of the request phase.
@@ -112,7 +115,13 @@ impl Guard {
             upstream,
             settings,
             events,
+            in_flight: crate::drain::InFlight::default(),
         }
+    }
+
+    /// The proxy's in-flight counter, for the SIGTERM drain.
+    pub fn in_flight(&self) -> crate::drain::InFlight {
+        self.in_flight.clone()
     }
 
     /// A store error on the data path fails closed: nothing is forwarded.
@@ -493,7 +502,8 @@ impl Guard {
                 .map_err(|_| GuardError::Unparseable("cannot answer Expect".into()))?;
         }
         let deadline = Duration::from_secs(self.settings.body_deadline_secs);
-        match tokio::time::timeout(deadline, read_all(session, max)).await {
+        let read_timeout = self.settings.body_read_timeout_secs;
+        match tokio::time::timeout(deadline, read_all(session, max, read_timeout)).await {
             Ok(r) => r,
             Err(_) => Err(GuardError::RequestTimeout(self.settings.body_deadline_secs)),
         }
@@ -526,8 +536,13 @@ impl Guard {
     }
 }
 
-/// Read the body to its end, refusing more than `max` bytes.
-async fn read_all(session: &mut Session, max: usize) -> Result<Vec<u8>, GuardError> {
+/// Read the body to its end, refusing more than `max` bytes. A body that stops arriving for
+/// `read_timeout_secs` is a 408 `guard_request_timeout` (the client was too slow), not a 400.
+async fn read_all(
+    session: &mut Session,
+    max: usize,
+    read_timeout_secs: u64,
+) -> Result<Vec<u8>, GuardError> {
     let mut body = Vec::new();
     loop {
         match session.read_request_body().await {
@@ -538,6 +553,9 @@ async fn read_all(session: &mut Session, max: usize) -> Result<Vec<u8>, GuardErr
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => break,
+            Err(e) if e.etype() == &ErrorType::ReadTimedout => {
+                return Err(GuardError::RequestTimeout(read_timeout_secs));
+            }
             Err(e) => {
                 return Err(GuardError::Unparseable(format!(
                     "the body could not be read: {:?}",
@@ -725,6 +743,12 @@ impl ProxyHttp for Guard {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
+        ctx.in_flight = self.in_flight.enter();
+        if ctx.in_flight.is_none() {
+            session.set_keepalive(None);
+            write_error(session, &GuardError::ShuttingDown).await?;
+            return Ok(true);
+        }
         match self.handle(session, ctx).await {
             Ok(Step::Forward) => Ok(false),
             Ok(Step::Answered) => Ok(true),

@@ -40,6 +40,11 @@ pub enum StoreError {
     /// A sealed secret could not be opened (wrong master key or corrupt data).
     #[error("cannot decrypt a stored secret: wrong master key or corrupt data")]
     Crypto,
+    /// The master key is not the one this store's secrets were sealed with (checked at open).
+    #[error(
+        "the master key does not open this store's secrets: it is not the key they were sealed with (after `secrets rotate-master-key`, start with the new key)"
+    )]
+    WrongMasterKey,
     /// Stored data does not decode: the file was changed outside the guard.
     #[error("corrupt record: {0}")]
     Corrupt(String),

@@ -13,6 +13,7 @@ mod crypto;
 mod decide;
 mod error;
 mod events;
+mod files;
 mod humans;
 mod ids;
 mod invitations;
@@ -20,6 +21,7 @@ mod jcs;
 mod metrics;
 mod model;
 mod org_admin;
+mod rekey;
 mod spend;
 mod tables;
 mod tenants;
@@ -42,10 +44,14 @@ pub use admin_idempotency::{
     AdminKeyScope, admin_request_digest,
 };
 pub use audit::{AuditHead, GENESIS, VerifyReport, check_event};
-pub use crypto::MasterKey;
+pub use crypto::{
+    DATA_DIR_KEY_FILE, KeyLocation, MasterKey, check_key_file, load_master_key, replace_key_file,
+    write_key_file,
+};
 pub use decide::{Decision, DecisionRequest, UpstreamOutcome};
 pub use error::{Result, StoreError};
 pub use events::{IntentEvents, Subscription};
+pub use files::{DATA_DIR_MODE, DATA_FILE_MODE, secure_data_dir};
 pub use humans::{
     PASSWORD_MAX_BYTES, RECOVERY_CODES, SessionInfo, SignInFactor, TOKENS_PER_USER_MAX,
     TOTP_DIGITS, TOTP_SKEW_STEPS, TOTP_STEP_SECS, TotpCodeFn, UserToken, session_hash,
@@ -60,6 +66,7 @@ pub use model::{
     Reservation, Role, StoredResponse, User,
 };
 pub use org_admin::{CapPatch, MemberView, PersonRef};
+pub use rekey::RekeyReport;
 pub use tenants::{AuthedAgent, CapSpec, validate_password};
 pub use time_util::{Clock, now};
 pub use wal::WAL_FILE;
@@ -100,10 +107,13 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// Open (or create) the store in `data_dir`. Fails with [`StoreError::Locked`] when another
-    /// process has it open.
+    /// process has it open, and with [`StoreError::WrongMasterKey`] when `master` is not the key
+    /// its secrets are sealed with. The directory is made 0700 and its files 0600 (files.rs).
     pub fn open(data_dir: &Path, master: MasterKey) -> Result<Store> {
-        std::fs::create_dir_all(data_dir)?;
+        files::secure_data_dir(data_dir)?;
         let path = data_dir.join(DB_FILE);
+        files::ensure_private_file(&path)?;
+        files::ensure_private_file(&data_dir.join(wal::WAL_FILE))?;
         let db = redb::Database::create(&path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => {
                 StoreError::Locked(data_dir.display().to_string())
@@ -120,7 +130,7 @@ impl Store {
         let wal_path = data_dir.join(wal::WAL_FILE);
         let next_lsn = wal::replay(&db, &wal_path)?;
         let wal = wal::Wal::open(&wal_path, next_lsn)?;
-        Ok(Store {
+        let store = Store {
             db,
             master,
             policy_cache: Mutex::new(HashMap::new()),
@@ -128,7 +138,9 @@ impl Store {
             wal: Mutex::new(Some(wal)),
             poisoned: AtomicBool::new(false),
             metrics: StoreMetrics::default(),
-        })
+        };
+        store.check_or_record_master_key()?;
+        Ok(store)
     }
 
     /// Whether a failed log append stopped all writes (see [`Store::write`]); a restart recovers.

@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::Result;
 
-type Table = TableDefinition<'static, &'static str, &'static [u8]>;
+pub(crate) type Table = TableDefinition<'static, &'static str, &'static [u8]>;
 
 /// `{org}` → Org
 pub(crate) const ORGS: Table = TableDefinition::new("orgs");

@@ -692,7 +692,8 @@ mod tests {
     #[test]
     fn a_failed_log_append_fails_the_batch_and_every_later_write() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(dir.path(), MasterKey::generate()).unwrap());
+        let key = MasterKey::generate();
+        let store = Arc::new(Store::open(dir.path(), key.clone()).unwrap());
         let o = setup(&store);
         let intents_before = store.list_intents(&o.org).unwrap().len();
         store
@@ -732,7 +733,7 @@ mod tests {
         // commit and answer): its caller got an error and nothing was forwarded, and a retry
         // with the same key gets whatever was recorded.
         let reopened = loop {
-            match Store::open(dir.path(), MasterKey::generate()) {
+            match Store::open(dir.path(), key.clone()) {
                 Ok(s) => break s,
                 Err(StoreError::Locked(_)) => std::thread::yield_now(),
                 Err(e) => panic!("{e}"),
