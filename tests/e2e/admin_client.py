@@ -66,6 +66,18 @@ def describe(r: requests.Response) -> str:
     return f"{r.request.method} {r.request.path_url} -> {r.status_code} {r.text[:500]}"
 
 
+def accept_invitation(base_url: str, token: str, password: str,
+                      totp_code: str | None = None) -> dict:
+    """The invitee's side, not signed in: POST /invitations/accept; returns the 201 body."""
+    body = {"token": token, "password": password}
+    if totp_code is not None:
+        body["totp_code"] = totp_code
+    r = requests.post(base_url.rstrip("/") + "/api/v1/invitations/accept", json=body,
+                      timeout=HTTP_TIMEOUT_SECS)
+    assert r.status_code == 201, describe(r)
+    return r.json()
+
+
 class AdminClient:
     """One human (cookie session) or one API token, talking JSON to the admin API."""
 
@@ -161,10 +173,23 @@ class AdminClient:
 
     # -- common resources
 
-    def invite(self, email: str, role: str, password: str = MEMBER_PASSWORD) -> dict:
-        m = self.expect("POST", "/api/v1/members",
-                        {"email": email, "role": role, "initial_password": password},
-                        status=201)
+    def invite_only(self, email: str, role: str) -> dict:
+        """POST /members: the invitation and its one-time token (no membership yet)."""
+        inv = self.expect("POST", "/api/v1/members", {"email": email, "role": role},
+                          status=201)
+        assert inv["object"] == "invitation" and inv["status"] == "pending", inv
+        assert inv["token"].startswith("pg_inv_") and inv["role"] == role, inv
+        return inv
+
+    def invite(self, email: str, role: str, password: str = MEMBER_PASSWORD,
+               totp_code: str | None = None) -> dict:
+        """Invite `email`, then accept as the invitee (setting or proving `password`): the
+        member as `GET /members` lists it, with `user_id`."""
+        inv = self.invite_only(email, role)
+        accepted = accept_invitation(self.base_url, inv["token"], password, totp_code)
+        assert accepted["role"] == role, accepted
+        members = self.expect("GET", "/api/v1/members")["data"]
+        m = next(m for m in members if m["user_id"] == accepted["user_id"])
         assert m["role"] == role and m["user_id"].startswith("usr_"), m
         return m
 
