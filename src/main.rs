@@ -6,8 +6,8 @@ mod config;
 mod secrets;
 mod serve;
 mod services;
-mod tls;
 mod shutdown;
+mod tls;
 mod webhook_worker;
 
 use std::process::ExitCode;

@@ -37,12 +37,12 @@ use std::sync::{Arc, Mutex};
 
 use redb::ReadableDatabase;
 
-pub use approvals::{Claim, HumanVerdict};
 pub use admin_idempotency::{
     ADMIN_IDEMPOTENCY_ANSWER_MAX_BYTES, ADMIN_IDEMPOTENCY_KEYS_PER_USER_MAX,
     ADMIN_IDEMPOTENCY_STALE_SECS, ADMIN_IDEMPOTENCY_TTL_SECS, AdminAnswer, AdminClaim,
     AdminKeyScope, admin_request_digest,
 };
+pub use approvals::{Claim, HumanVerdict};
 pub use audit::{AuditHead, GENESIS, VerifyReport, check_event};
 pub use crypto::{
     DATA_DIR_KEY_FILE, KeyLocation, MasterKey, check_key_file, load_master_key, replace_key_file,

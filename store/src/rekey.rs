@@ -301,7 +301,25 @@ mod tests {
         store
             .set_rail_key(&org.id, "sk_test_abcdefgh1234", &actor)
             .unwrap();
-        store.totp_begin_setup(&user.id, &[7u8; 20]).unwrap();
+        store
+            .totp_begin_setup(&user.id, "a-long-enough-password-1", &[7u8; 20])
+            .unwrap();
+        let scope = crate::AdminKeyScope {
+            org: Some(org.id.clone()),
+            user: user.id.clone(),
+            key: "k1".into(),
+        };
+        let digest = crate::admin_request_digest("POST", "/api/v1/agents", "", b"{}");
+        assert_eq!(
+            store.claim_admin_key(&scope, &digest).unwrap(),
+            crate::AdminClaim::Claimed
+        );
+        let answer = crate::AdminAnswer {
+            status: 201,
+            headers: vec![],
+            body: b"{\"token\":\"pg_agent_secret\"}".to_vec(),
+        };
+        store.complete_admin_key(&scope, &answer).unwrap();
         let wh = store
             .create_webhook(&org.id, "https://example.com/hook", None, "whsec_x", &actor)
             .unwrap();
@@ -313,6 +331,7 @@ mod tests {
                 rail_keys: 1,
                 totp_secrets: 1,
                 webhook_secrets: 1,
+                admin_answers: 1,
                 organizations: 1
             }
         );
@@ -347,5 +366,10 @@ mod tests {
             json!({"rail_keys": 1, "webhook_secrets": 1})
         );
         assert!(store.audit_verify(&org.id).unwrap().is_ok());
+        // A stored admin answer replays under the new key.
+        assert_eq!(
+            store.claim_admin_key(&scope, &digest).unwrap(),
+            crate::AdminClaim::Replay(answer)
+        );
     }
 }

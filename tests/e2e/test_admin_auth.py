@@ -38,7 +38,7 @@ def code(totp: pyotp.TOTP, step: int) -> str:
 
 def enroll(admin: Admin, s: requests.Session) -> tuple[pyotp.TOTP, list[str], int]:
     """setup → confirm with a pyotp code from the PREVIOUS step (skew -1 accepted)."""
-    r = admin.post(s, "/api/v1/me/totp/setup")
+    r = admin.post(s, "/api/v1/me/totp/setup", {"password": OWNER_PASSWORD})
     assert r.status_code == 200, r.text
     setup = r.json()
     uri = setup["otpauth_uri"]

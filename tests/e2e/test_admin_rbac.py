@@ -84,12 +84,12 @@ class World:
                                    {"name": f"cell-{uuid.uuid4().hex[:8]}"}, status=201)
         org = o["id"]
         if role in MEMBER_ROLES:
-            # Members are invited into the session's active organization; switch back to A at
-            # once, so deleting this organization never ends the setup session.
+            # Members are invited into the session's active organization (and join when they
+            # accept, proving their password); switch back to A at once, so deleting this
+            # organization never ends the setup session.
             self.owner_orgs.switch_org(org)
             try:
-                self.owner_orgs.expect("POST", "/api/v1/members",
-                                       {"email": self.emails[role], "role": role}, status=201)
+                self.owner_orgs.invite(self.emails[role], role, MEMBER_PASSWORD)
             finally:
                 self.owner_orgs.switch_org(self.org_a)
         return org
@@ -106,6 +106,10 @@ class World:
     def members(self) -> dict[str, dict]:
         data = self.owner_aux.expect("GET", "/api/v1/members")["data"]
         return {m["user_id"]: m for m in data}
+
+    def invitations(self) -> dict[str, dict]:
+        data = self.owner_aux.expect("GET", "/api/v1/invitations")["data"]
+        return {i["id"]: i for i in data}
 
     def caps(self) -> dict[str, dict]:
         return {c["id"]: c for c in self.owner_aux.expect("GET", "/api/v1/caps")["data"]}
@@ -301,13 +305,41 @@ def v_org_frozen(frozen_if_acted: bool):
 
 def b_new_member(w, role, ctx):
     ctx["email"] = f"inv-{uuid.uuid4().hex[:10]}@example.com"
-    return {"email": ctx["email"], "role": "viewer", "initial_password": MEMBER_PASSWORD}
+    return {"email": ctx["email"], "role": "viewer"}
 
 
 def v_member_invited(w, role, ctx, r, acted):
+    """Inviting creates a pending invitation in the caller's active organization (B for
+    other_org), never a membership: that starts when the invitee accepts."""
     no_leak(w, role, ctx, r, acted)
-    in_a = ctx["email"] in [m["email"] for m in w.members().values()]
-    assert in_a == (acted and role != "other_org"), f"{ctx['email']} in A's members: {in_a}"
+    assert ctx["email"] not in [m["email"] for m in w.members().values()], (
+        f"{ctx['email']} became a member of A before accepting")
+    pending = [i for i in w.invitations().values() if i["email"] == ctx["email"]]
+    if acted and role != "other_org":
+        inv = r.json()
+        assert inv["object"] == "invitation" and inv["token"].startswith("pg_inv_"), inv
+        assert [(i["id"], i["role"], i["status"], i["invited_by"]["id"]) for i in pending] == [
+            (inv["id"], "viewer", "pending", w.user_ids[role])], pending
+    else:
+        assert not pending, f"invitations for {ctx['email']} in A: {pending}"
+
+
+def s_fresh_invitation(w: World, role: str) -> dict:
+    inv = w.owner_aux.invite_only(f"pending-{uuid.uuid4().hex[:10]}@example.com", "viewer")
+    return {"id": inv["id"]}
+
+
+def v_invitation_revoked(w, role, ctx, r, acted):
+    inv = w.invitations()[ctx["id"]]
+    assert inv["status"] == ("revoked" if acted else "pending"), inv
+
+
+def v_invitations_listed(w, role, ctx, r, acted):
+    no_leak(w, role, ctx, r, acted)
+    if acted and role != "other_org":
+        body = r.json()
+        assert body["object"] == "list", body
+        assert set(w.invitations()) == {i["id"] for i in body["data"]}, body
 
 
 def s_fresh_member(w: World, role: str) -> dict:
@@ -534,6 +566,9 @@ MATRIX: list[Cell] = [
     # members
     Cell("GET", "/api/v1/members", READ, verify=no_leak),
     Cell("POST", "/api/v1/members", MANAGE_CREATE, body=b_new_member, verify=v_member_invited),
+    Cell("GET", "/api/v1/invitations", MANAGE_COLLECTION, verify=v_invitations_listed),
+    Cell("DELETE", "/api/v1/invitations/{id}", MANAGE_ONE, setup=s_fresh_invitation,
+         verify=v_invitation_revoked),
     Cell("PATCH", "/api/v1/members/{user_id}", MANAGE_ONE, setup=s_fresh_member,
          body=lambda w, r, c: {"role": "approver"}, verify=v_member_role),
     Cell("DELETE", "/api/v1/members/{user_id}", MANAGE_ONE, setup=s_fresh_member,
@@ -672,8 +707,7 @@ def test_admin_cannot_grant_or_take_the_owner_role(guard):
 
     cases = [
         ("PATCH", f"/api/v1/members/{viewer['user_id']}", {"role": "owner"}),
-        ("POST", "/api/v1/members", {"email": "new-owner@example.com", "role": "owner",
-                                     "initial_password": MEMBER_PASSWORD}),
+        ("POST", "/api/v1/members", {"email": "new-owner@example.com", "role": "owner"}),
         ("PATCH", f"/api/v1/members/{owner_id}", {"role": "viewer"}),
         ("DELETE", f"/api/v1/members/{owner_id}", None),
     ]
@@ -686,6 +720,8 @@ def test_admin_cannot_grant_or_take_the_owner_role(guard):
     members = {m["email"]: m["role"] for m in boss.expect("GET", "/api/v1/members")["data"]}
     assert members == {OWNER_EMAIL: "owner", "admin@example.com": "admin",
                        "viewer@example.com": "viewer"}, members
+    invitations = boss.expect("GET", "/api/v1/invitations")["data"]
+    assert [i["email"] for i in invitations if i["status"] == "pending"] == [], invitations
     assert not failures, "\n".join(failures)
     # An Owner may grant it.
     boss.expect("PATCH", f"/api/v1/members/{viewer['user_id']}", {"role": "owner"})

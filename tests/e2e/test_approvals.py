@@ -249,21 +249,35 @@ def test_org_requiring_2fa_refuses_approval_without_2fa(guard, localstripe):
     intent_id = held(agent, hold_amount(), run, key)["guard"]["intent"]
 
     assert frank.whoami()["totp_enabled"] is False
+    # Without 2FA (and so without a step-up code) neither an Approver nor the Owner may decide.
     for who in (frank, boss):
-        r = who.post(f"/api/v1/intents/{intent_id}/approve", {})
-        assert r.status_code == 403 and error_code(r) == "forbidden", f"{who.label}: {describe(r)}"
+        for verb in ("approve", "deny"):
+            r = who.post(f"/api/v1/intents/{intent_id}/{verb}", {})
+            assert r.status_code == 403 and error_code(r) == "step_up_required", (
+                f"{who.label} {verb}: {describe(r)}")
+    # A code from an account without 2FA proves nothing.
+    r = frank.post(f"/api/v1/intents/{intent_id}/approve", {"totp_code": "123456"})
+    assert r.status_code == 403 and error_code(r) == "step_up_failed", describe(r)
     i = boss.intent(intent_id)
     assert i["status"] == "pending_approval" and i["approvals"] == [], i
     assert localstripe.payment_intents_of_run(run) == []
 
-    # Once Frank turns on 2FA, the same session may approve.
-    setup = frank.expect("POST", "/api/v1/me/totp/setup", {})
-    code = pyotp.TOTP(setup["secret"]).now()
-    frank.expect("POST", "/api/v1/me/totp/confirm", {"code": code})
+    # Once Frank turns on 2FA, the same session may approve with a fresh code (not the one
+    # spent confirming 2FA: a code is accepted once in its window, so use the next step's).
+    setup = frank.expect("POST", "/api/v1/me/totp/setup", {"password": MEMBER_PASSWORD})
+    totp = pyotp.TOTP(setup["secret"])
+    frank.expect("POST", "/api/v1/me/totp/confirm", {"code": totp.now()})
     assert frank.whoami()["totp_enabled"] is True
-    frank.expect("POST", f"/api/v1/intents/{intent_id}/approve", {})
+    r = frank.post(f"/api/v1/intents/{intent_id}/approve", {})
+    assert r.status_code == 403 and error_code(r) == "step_up_required", describe(r)
+    assert boss.intent(intent_id)["approvals"] == []
+    frank.expect("POST", f"/api/v1/intents/{intent_id}/approve",
+                 {"totp_code": totp.at(time.time() + 30)})
     final = boss.wait_intent(intent_id, succeeded, deadline_secs=DECIDE_DEADLINE_SECS,
                              what="settled")
     assert final["status"] == "succeeded", final
     assert len(localstripe.payment_intents_of_run(run)) == 1
+    approved = [e for e in audit_by_kind(boss, "intent.approved")
+                if e["data"]["intent"] == intent_id]
+    assert [e["data"]["step_up"] for e in approved] == [True], approved
     assert_audit_verifies(boss)

@@ -59,6 +59,8 @@ def snapshot(admin: AdminClient, localstripe) -> dict:
                                                         params={"limit": 500})["data"]),
         "agents": admin.expect("GET", "/api/v1/agents"),
         "caps": admin.expect("GET", "/api/v1/caps"),
+        "members": admin.expect("GET", "/api/v1/members"),
+        "invitations": admin.expect("GET", "/api/v1/invitations"),
         "policy": admin.expect("GET", "/api/v1/policies"),
         "rail_posts": sum(localstripe.requests_seen("POST", p) for p in
                           ("/v1/payment_intents", "/v1/payouts", "/v1/charges", "/v1/refunds",
@@ -402,8 +404,7 @@ ADMIN_WRITES = [
     ("POST", "/api/v1/caps", {"scope": "org", "currency": "usd", "interval": "daily",
                               "limit": 100, "on_exceed": "deny"}),
     ("PUT", "/api/v1/policies", {"text": "permit (principal, action, resource);"}),
-    ("POST", "/api/v1/members", {"email": "x@example.com", "role": "viewer",
-                                 "initial_password": "member-Password-2468"}),
+    ("POST", "/api/v1/members", {"email": "x@example.com", "role": "viewer"}),
     ("POST", "/api/v1/webhooks", {"url": "https://example.com/hook",
                                   "events": ["intent.held"]}),
     ("POST", "/api/v1/me/tokens", {"name": "t"}),

@@ -60,7 +60,7 @@ def env_without_guard(**extra: str) -> dict:
 
 
 def enroll_totp(boss: AdminClient) -> pyotp.TOTP:
-    setup = boss.expect("POST", "/api/v1/me/totp/setup")
+    setup = boss.expect("POST", "/api/v1/me/totp/setup", {"password": OWNER_PASSWORD})
     totp = pyotp.TOTP(setup["secret"])
     # A code of the previous step (accepted, skew 1), so the sign-in after the rotation can use
     # the current one without meeting the replay rule.

@@ -56,11 +56,15 @@ class Tenant:
         self.pay_key = ""
         self.pay_body = b""
         self.pi = ""
+        self.invitation = ""        # a pending invitation into this organization
+        self.invitee = ""           # the email it was made for
+        self.token_id = ""          # the admin's personal API token (bound to this org)
 
     def ids(self) -> list[str]:
         return [x for x in (self.org, self.user_id, self.agent.get("id"), self.cap,
                             self.webhook, self.delivery, self.allowed_intent, self.held_intent,
-                            self.pi, self.email) if x]
+                            self.pi, self.email, self.invitation, self.invitee, self.token_id)
+                if x]
 
     def identities(self):
         return [("session", self.session), ("token", self.token_client)]
@@ -92,9 +96,16 @@ def set_up(guard) -> dict[str, Tenant]:
         me = t.session.whoami()
         assert me["active_organization"]["id"] == t.org if isinstance(
             me.get("active_organization"), dict) else True, me
-        t.token_client = AdminClient.for_guard(guard, token=t.session.create_api_token(),
+        created = t.session.expect("POST", "/api/v1/me/tokens", {"name": f"automation {n}"},
+                                   status=201)
+        assert created["token"].startswith("pg_user_"), created
+        assert created["organization_id"] == t.org, created
+        t.token_id = created["id"]
+        t.token_client = AdminClient.for_guard(guard, token=created["token"],
                                                label=f"token {n}")
         s = t.session
+        t.invitee = f"invitee-{n.lower()}-{uuid.uuid4().hex[:6]}@example.com"
+        t.invitation = s.invite_only(t.invitee, "viewer")["id"]
         t.agent = s.create_agent(f"agent-{n}")
         t.cap = s.expect("POST", "/api/v1/caps", {"scope": "org", "currency": "usd",
                                                   "interval": "daily", "limit": 10_000_000,
@@ -136,6 +147,8 @@ def snapshot(t: Tenant) -> dict:
         "webhooks": [{k: w.get(k) for k in ("id", "url", "events", "enabled")}
                      for w in _data(get("/api/v1/webhooks"))],
         "members": get("/api/v1/members"),
+        "invitations": get("/api/v1/invitations"),
+        "tokens": get("/api/v1/me/tokens"),
         "intents": get("/api/v1/intents", limit=500),
         "policies": get("/api/v1/policies"),
         "versions": get("/api/v1/policies/versions"),
@@ -163,6 +176,10 @@ def fill(template: str, victim: Tenant, intent: str) -> str | None:
             return intent
         if template.startswith("/api/v1/organizations/"):
             return victim.org
+        if template.startswith("/api/v1/invitations/"):
+            return victim.invitation
+        if template.startswith("/api/v1/me/tokens/"):
+            return victim.token_id
         raise AssertionError(f"no victim value for {{{name}}} in {template}")
 
     return re.sub(r"\{([^}]+)\}", value, template)
@@ -239,6 +256,7 @@ def test_no_identity_reaches_another_organizations_objects(world):
 
 
 LISTS = ["/api/v1/agents", "/api/v1/caps", "/api/v1/webhooks", "/api/v1/members",
+         "/api/v1/invitations",
          "/api/v1/intents", "/api/v1/audit", "/api/v1/audit/export", "/api/v1/audit/verify",
          "/api/v1/policies", "/api/v1/policies/versions", "/api/v1/organizations",
          "/api/v1/rail", "/api/v1/me"]
