@@ -47,7 +47,7 @@ deps: sysdeps venv
 # the RustSec advisory database (vulnerable, yanked, unsound or unmaintained crates), the license
 # allow-list and the allowed sources of deny.toml. Offline: the database is the snapshot at
 # ADVISORY_DB (the contract: ../shared/advisory-db next to the checkout), never fetched.
-ADVISORY_DB        ?= ../shared/advisory-db
+ADVISORY_DB        ?= $(firstword $(wildcard ../shared/advisory-db /work/shared/advisory-db) ../shared/advisory-db)
 CARGO_DENY_VERSION := 0.20.2
 TOOLS              := .tools
 CARGO_DENY         := $(TOOLS)/bin/cargo-deny

@@ -260,8 +260,15 @@ def test_unusable_certificate_files_stop_the_start_with_a_clear_error(guard_fact
     assert f"admin TLS certificate: cannot open {missing}" in p.stderr, p.stderr
 
 
+def production_key() -> dict:
+    """Production refuses a master key generated in the data directory (README "Secrets and
+    files"): these guards get theirs from the environment, as a production deployment would."""
+    return {"GUARD_SECRETS_MASTER_KEY": master_key()}
+
+
 def test_production_refuses_a_plain_http_admin_listener(guard_factory):
-    p = refused_start(guard_factory, {"GUARD_ADMIN_PRODUCTION": "true",
+    p = refused_start(guard_factory, {**production_key(),
+                                      "GUARD_ADMIN_PRODUCTION": "true",
                                       "GUARD_ADMIN_ORIGIN": "https://guard.example"})
     assert p.returncode == 1, (p.returncode, p.stdout, p.stderr)
     assert "admin.production = true refuses plain HTTP on the admin listener" in p.stderr, p.stderr
@@ -269,7 +276,8 @@ def test_production_refuses_a_plain_http_admin_listener(guard_factory):
 
 
 def test_production_refuses_a_plain_http_proxy_listener_off_loopback(guard_factory):
-    g_env = {"GUARD_ADMIN_PRODUCTION": "true", "GUARD_ADMIN_ORIGIN": "https://guard.example",
+    g_env = {**production_key(),
+             "GUARD_ADMIN_PRODUCTION": "true", "GUARD_ADMIN_ORIGIN": "https://guard.example",
              "GUARD_ADMIN_TLS_TERMINATOR": "true", "GUARD_PROXY_LISTEN": "0.0.0.0:1"}
     p = refused_start(guard_factory, g_env)
     assert p.returncode == 1, (p.returncode, p.stdout, p.stderr)
@@ -277,7 +285,7 @@ def test_production_refuses_a_plain_http_proxy_listener_off_loopback(guard_facto
 
 
 def test_production_with_tls_sends_hsts(guard_factory, pki):
-    g = tls_guard(guard_factory, pki, GUARD_ADMIN_PRODUCTION="true")
+    g = tls_guard(guard_factory, pki, GUARD_ADMIN_PRODUCTION="true", **production_key())
 
     for path in ("/", "/healthz", "/api/v1/me"):
         r = requests.get(f"https://127.0.0.1:{g.admin_port}{path}", verify=str(pki.ca),
@@ -290,7 +298,7 @@ def test_production_with_tls_sends_hsts(guard_factory, pki):
 
 
 def test_production_behind_a_declared_terminator_starts_and_sends_hsts(guard_factory):
-    g = guard_factory(start=False, env={"GUARD_ADMIN_PRODUCTION": "true",
+    g = guard_factory(start=False, env={**production_key(), "GUARD_ADMIN_PRODUCTION": "true",
                                         "GUARD_ADMIN_TLS_TERMINATOR": "true"})
     g.extra_env["GUARD_ADMIN_ORIGIN"] = f"https://127.0.0.1:{g.admin_port}"
     g.start()
