@@ -38,6 +38,9 @@ def code(totp: pyotp.TOTP, step: int) -> str:
 
 def enroll(admin: Admin, s: requests.Session) -> tuple[pyotp.TOTP, list[str], int]:
     """setup → confirm with a pyotp code from the PREVIOUS step (skew -1 accepted)."""
+    # setup needs the account's password (a stolen session alone cannot enrol a second factor)
+    r = admin.post(s, "/api/v1/me/totp/setup", {"password": "wrong-password-1"})
+    assert r.status_code == 422, r.text
     r = admin.post(s, "/api/v1/me/totp/setup", {"password": OWNER_PASSWORD})
     assert r.status_code == 200, r.text
     setup = r.json()
@@ -303,7 +306,8 @@ def test_auth_endpoints_are_in_the_openapi_document(admin):
     for path in ["/api/v1/auth/login", "/api/v1/auth/logout", "/api/v1/me", "/api/v1/me/password",
                  "/api/v1/me/totp/setup", "/api/v1/me/totp/confirm", "/api/v1/me/totp/disable",
                  "/api/v1/me/recovery-codes", "/api/v1/me/active-organization",
-                 "/api/v1/me/tokens"]:
+                 "/api/v1/me/tokens", "/api/v1/me/tokens/{id}", "/api/v1/me/audit",
+                 "/api/v1/me/audit/verify", "/api/v1/invitations/accept"]:
         assert path in paths, path
     login = paths["/api/v1/auth/login"]["post"]
     assert set(login["responses"]) >= {"200", "401", "429"}

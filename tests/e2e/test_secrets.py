@@ -88,8 +88,11 @@ def test_rotation_reseals_rail_totp_and_webhook_secrets_and_the_old_key_is_refus
     p = g.cli("secrets", "rotate-master-key", "--json")
     [line] = p.stdout.strip().splitlines()
     report = json.loads(line)
+    # admin_answers: the stored 2xx answers kept for Idempotency-Key replays (they may show a
+    # secret), here TOTP setup, TOTP confirm and the webhook's creation.
     assert report == {"rail_keys": 1, "totp_secrets": 1, "webhook_secrets": 1,
-                      "organizations": 1, "key_file": str(key_file.resolve())}, report
+                      "admin_answers": 3, "organizations": 1,
+                      "key_file": str(key_file.resolve())}, report
     new_key = key_file.read_text().strip()
     assert new_key != old_key and len(base64.b64decode(new_key)) == 32
     assert mode_of(key_file) == 0o600
@@ -169,8 +172,11 @@ def test_production_refuses_a_key_kept_in_the_data_dir_or_reachable_by_others(tm
     data = tmp_path / "data"
     prod = {"GUARD_ADMIN_PRODUCTION": "true", "GUARD_STORE_DATA_DIR": str(data)}
 
-    # No key configured: `serve` refuses before creating anything.
-    p = run_cli("serve", check=False, env=env_without_guard(**prod))
+    # No key configured: `serve` refuses before creating anything. (A TLS terminator is
+    # declared so that the plain-HTTP admin listener is not what production refuses first.)
+    p = run_cli("serve", check=False,
+                env=env_without_guard(**prod, GUARD_ADMIN_TLS_TERMINATOR="true",
+                                      GUARD_ADMIN_ORIGIN="https://guard.example"))
     assert p.returncode == 1, (p.returncode, p.stderr)
     assert "admin.production is on: the master key must come from GUARD_SECRETS_MASTER_KEY" \
         in p.stderr, p.stderr

@@ -24,7 +24,7 @@ import requests
 import stripe
 
 from conftest import (BIN, CLI_TIMEOUT_SECS, HTTP_TIMEOUT_SECS, POLL_INTERVAL_SECS,
-                      START_DEADLINE_SECS, header, new_run_id, tail)
+                      START_DEADLINE_SECS, header, master_key, new_run_id, tail)
 
 RELOAD_DEADLINE_SECS = 15
 SERVER_REFUSALS = {"TLSV1_ALERT_PROTOCOL_VERSION", "SSLV3_ALERT_HANDSHAKE_FAILURE"}
