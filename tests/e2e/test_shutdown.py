@@ -42,7 +42,10 @@ def pay(guard, agent: str, key: str, run: str, amount: int, out: dict) -> None:
 def test_sigterm_finishes_in_flight_requests_and_exits_0(guard_factory, fault_proxy,
                                                          localstripe):
     agents = tuple(f"a{i}" for i in range(1, IN_FLIGHT + 1))
-    guard = guard_factory(upstream_url=fault_proxy.url, agents=agents)
+    # The drain ends when the last request does; a roomy grace keeps a loaded machine's slow
+    # requests inside it (the exit bound below still holds the drain to account).
+    guard = guard_factory(upstream_url=fault_proxy.url, agents=agents,
+                          env={"GUARD_PROXY_SHUTDOWN_GRACE_SECS": "10"})
     run = new_run_id()
     fault_proxy.set_mode("pass", delay=RAIL_DELAY_SECS)
     keys = {a: str(uuid.uuid4()) for a in agents}
