@@ -64,10 +64,17 @@ async fn run(state: AppState, req: Request, next: Next) -> Result<Response, ApiE
     let body = axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| ApiError::BadRequest(format!("body larger than {limit} bytes")))?;
+    // The credential is part of the scope: a session's stored answer (which may show a secret
+    // once, e.g. a new API token) never replays to one of the user's API tokens, whose
+    // session-only checks it would skip, nor from one token to another.
+    let credential = match &principal.via {
+        crate::auth::AuthVia::Session(_) => "session".to_string(),
+        crate::auth::AuthVia::ApiToken(id) => format!("token:{id}"),
+    };
     let scope = AdminKeyScope {
         org: principal.active_org.clone(),
         user: principal.user.clone(),
-        key,
+        key: format!("{credential}\n{key}"),
     };
     let digest = digest_of(&parts, &body);
     let claim = {

@@ -280,7 +280,7 @@ async fn add_member(
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }
 
-#[utoipa::path(get, path = "/api/v1/invitations", tag = "members", responses((status = 200, body = Value)))]
+#[utoipa::path(get, path = "/api/v1/invitations", tag = "members", responses((status = 200, body = Value), (status = 403, body = crate::error::ErrorBody)))]
 async fn list_invitations(State(state): State<AppState>, m: Member) -> ApiResult {
     m.require(Perm::ManageMembers)?;
     let org = m.org.clone();
@@ -288,7 +288,7 @@ async fn list_invitations(State(state): State<AppState>, m: Member) -> ApiResult
     Ok(Json(json!({"object": "list", "data": data})))
 }
 
-#[utoipa::path(delete, path = "/api/v1/invitations/{id}", tag = "members", params(("id" = String, Path)), responses((status = 200, body = Value)))]
+#[utoipa::path(delete, path = "/api/v1/invitations/{id}", tag = "members", params(("id" = String, Path)), responses((status = 200, body = Value), (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody), (status = 409, description = "not pending", body = crate::error::ErrorBody)))]
 async fn revoke_invitation(
     State(state): State<AppState>,
     m: Member,
@@ -868,7 +868,7 @@ async fn decide(
                     })
                 }
             };
-            crate::auth::throttled(&state, &m.principal.email, addr, check).await?
+            crate::auth::throttled(&state, &m.principal.throttle_subject(), addr, check).await?
         }
         None => false,
     };
@@ -881,7 +881,12 @@ async fn decide(
     Ok(Json(intent_json(&i)))
 }
 
-#[utoipa::path(post, path = "/api/v1/intents/{id}/approve", tag = "intents", params(("id" = String, Path)), request_body = DecideBody, responses((status = 200, body = Value)))]
+#[utoipa::path(post, path = "/api/v1/intents/{id}/approve", tag = "intents", params(("id" = String, Path)), request_body = DecideBody, responses((status = 200, body = Value),
+        (status = 400, description = "`idempotency_key_required`", body = crate::error::ErrorBody),
+        (status = 403, description = "`step_up_required`, `step_up_failed`, `joined_after_hold`, or the role may not", body = crate::error::ErrorBody),
+        (status = 404, body = crate::error::ErrorBody),
+        (status = 409, description = "`organization_frozen`, `agent_frozen`, `agent_revoked`, or not pending / expired / already decided", body = crate::error::ErrorBody),
+        (status = 429, description = "step-up codes throttled", body = crate::error::ErrorBody)))]
 async fn approve_intent(
     State(state): State<AppState>,
     ClientAddr(addr): ClientAddr,
@@ -892,7 +897,12 @@ async fn approve_intent(
     decide(state, addr, m, id, b, HumanVerdict::Approve).await
 }
 
-#[utoipa::path(post, path = "/api/v1/intents/{id}/deny", tag = "intents", params(("id" = String, Path)), request_body = DecideBody, responses((status = 200, body = Value)))]
+#[utoipa::path(post, path = "/api/v1/intents/{id}/deny", tag = "intents", params(("id" = String, Path)), request_body = DecideBody, responses((status = 200, body = Value),
+        (status = 400, description = "`idempotency_key_required`", body = crate::error::ErrorBody),
+        (status = 403, description = "`step_up_required`, `step_up_failed`, `joined_after_hold`, or the role may not", body = crate::error::ErrorBody),
+        (status = 404, body = crate::error::ErrorBody),
+        (status = 409, description = "`organization_frozen`, `agent_frozen`, `agent_revoked`, or not pending / expired / already decided", body = crate::error::ErrorBody),
+        (status = 429, description = "step-up codes throttled", body = crate::error::ErrorBody)))]
 async fn deny_intent(
     State(state): State<AppState>,
     ClientAddr(addr): ClientAddr,

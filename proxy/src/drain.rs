@@ -32,15 +32,18 @@ pub struct InFlightGuard {
 impl InFlight {
     /// Count a new request, or `None` once draining began (the caller refuses it).
     pub fn enter(&self) -> Option<InFlightGuard> {
+        // Counted first, then checked (both SeqCst): either `drain` sees this count, or this
+        // request sees `draining` and leaves. Checking first would let `drain` set the flag and
+        // see zero between the check and the count, and stop with this request in flight.
+        let guard = InFlightGuard {
+            inner: self.inner.clone(),
+        };
+        self.inner.count.fetch_add(1, Ordering::SeqCst);
         if self.inner.draining.load(Ordering::SeqCst) {
+            drop(guard); // uncounts and wakes the drain
             return None;
         }
-        // Counted before `drain` can see zero: a request that passed the check above is waited
-        // for even if draining began in between.
-        self.inner.count.fetch_add(1, Ordering::SeqCst);
-        Some(InFlightGuard {
-            inner: self.inner.clone(),
-        })
+        Some(guard)
     }
 
     /// Requests in flight now.

@@ -127,7 +127,16 @@ pub fn admin_request_digest(method: &str, path: &str, query: &str, body: &[u8]) 
 impl Store {
     /// Claim `scope`'s key for a request with `digest`, or find what an earlier request with
     /// it left. One write transaction: of two concurrent requests, exactly one claims.
+    ///
+    /// Only a digest keyed with the master key is stored: a request body may hold a password
+    /// (`/me/password`, `/me/totp/setup`), and a plain SHA-256 of it in a copied data
+    /// directory would be an offline guess away from it. A rotated master key therefore turns a
+    /// replay of an older request into `Reused` (refused), never into a second execution.
     pub fn claim_admin_key(&self, scope: &AdminKeyScope, digest: &str) -> Result<AdminClaim> {
+        let keyed = self
+            .master
+            .keyed_digest("admin-idempotency-digest", digest.as_bytes());
+        let digest = keyed.as_str();
         let clock = now();
         let sweep = sweep_due(clock.unix);
         let row = scope.row();
@@ -348,6 +357,15 @@ mod tests {
             s.claim_admin_key(&k, "d1").unwrap(),
             AdminClaim::Replay(answer(r#"{"token":"pg_agent_secret"}"#))
         );
+        // What is stored is keyed with the master key, never the request's plain digest (a body
+        // may hold a password).
+        let r = s.read().unwrap();
+        let rec: Record = get_json(&r.open_table(ADMIN_IDEMPOTENCY).unwrap(), &k.row())
+            .unwrap()
+            .unwrap();
+        assert_ne!(rec.request_digest, "d1");
+        assert_eq!(rec.request_digest.len(), 64);
+        drop(r);
         // Another user, same key text: their own claim.
         let other = AdminKeyScope {
             user: UserId::generate(),
@@ -375,9 +393,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path(), MasterKey::generate()).unwrap();
         let k = scope("k");
+        let keyed = s.master.keyed_digest("admin-idempotency-digest", b"d");
         s.write(|txn| {
             let rec = Record {
-                request_digest: "d".into(),
+                request_digest: keyed.clone(),
                 created_at_unix: now().unix,
                 state: State::InProgress {
                     instance: "gone".into(),

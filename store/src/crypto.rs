@@ -47,6 +47,20 @@ impl MasterKey {
         B64.encode(self.0)
     }
 
+    /// A digest of `data` keyed with this key (SHA-256 over key ‖ 0 ‖ context ‖ 0 ‖ data, hex):
+    /// stored where a plain hash of a request could be brute-forced offline for a password in
+    /// it (admin Idempotency-Key records). Not verifiable without the key; changes with it.
+    pub fn keyed_digest(&self, context: &str, data: &[u8]) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(self.0);
+        h.update([0u8]);
+        h.update(context.as_bytes());
+        h.update([0u8]);
+        h.update(data);
+        hex::encode(h.finalize())
+    }
+
     /// Seal `plain` bound to `context`: base64(nonce ‖ ciphertext).
     pub fn seal(&self, context: &str, plain: &[u8]) -> String {
         let cipher = XChaCha20Poly1305::new((&self.0).into());

@@ -415,6 +415,20 @@ impl Store {
             }
             let org = rec2.org.clone();
             load_org(txn, &org)?;
+            // The invitation carries its inviter's authority: it opens only while the inviter
+            // is still a member who may grant this role (a removed or demoted inviter's pending
+            // invitations stop working with them).
+            let inviter: Option<Membership> = get_json(
+                &txn.open_table(MEMBERS)?,
+                &format!("{org}|{}", rec2.invited_by),
+            )?;
+            let may_grant = inviter.is_some_and(|m| match rec2.role {
+                Role::Owner => m.role == Role::Owner,
+                _ => matches!(m.role, Role::Owner | Role::Admin),
+            });
+            if !may_grant {
+                return Err(invalid_invitation());
+            }
             let (user, new_account): (User, bool) = match (&existing, &new_hash) {
                 (Some(u), _) => {
                     let now_user: Option<User> = get_json(&txn.open_table(USERS)?, u.id.as_str())?;

@@ -366,10 +366,12 @@ mod tests {
             json!({"rail_keys": 1, "webhook_secrets": 1})
         );
         assert!(store.audit_verify(&org.id).unwrap().is_ok());
-        // A stored admin answer replays under the new key.
+        // A stored admin answer stays sealed under the new key, but its request digest was
+        // keyed with the old one: a retry is refused as a different request, never run twice.
         assert_eq!(
             store.claim_admin_key(&scope, &digest).unwrap(),
-            crate::AdminClaim::Replay(answer)
+            crate::AdminClaim::Reused
         );
+        drop(answer);
     }
 }

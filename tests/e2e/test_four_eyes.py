@@ -165,6 +165,30 @@ def test_a_revoked_or_unknown_invitation_opens_nothing(guard):
     assert "member.invitation_revoked" in kinds(boss)
 
 
+def test_an_invitation_dies_with_its_inviters_authority(guard):
+    boss = owner(guard)
+    mallory = boss.invite("mallory@example.com", "admin")
+    mal = human(guard, "mallory@example.com", MEMBER_PASSWORD, label="mallory")
+    kept = mal.invite_only("mallory2@example.com", "admin")
+    demoted = mal.invite_only("mallory3@example.com", "viewer")
+    # Mallory is removed: her pending invitation no longer opens anything.
+    boss.expect("DELETE", f"/api/v1/members/{mallory['user_id']}")
+    r = accept_raw(guard, {"token": kept["token"], "password": "mallory-Back-2468"})
+    assert r.status_code == 404 and error_code(r) == "invitation_invalid", describe(r)
+    # An Admin demoted to Viewer cannot grant anything either.
+    boss.invite("ann@example.com", "admin")
+    ann = human(guard, "ann@example.com", MEMBER_PASSWORD, label="ann")
+    ann_inv = ann.invite_only("ann2@example.com", "approver")
+    ann_id = next(m["user_id"] for m in boss.expect("GET", "/api/v1/members")["data"]
+                  if m["email"] == "ann@example.com")
+    boss.expect("PATCH", f"/api/v1/members/{ann_id}", {"role": "viewer"})
+    r = accept_raw(guard, {"token": ann_inv["token"], "password": "ann2-Password-2468"})
+    assert r.status_code == 404 and error_code(r) == "invitation_invalid", describe(r)
+    emails = [m["email"] for m in boss.expect("GET", "/api/v1/members")["data"]]
+    assert not {"mallory2@example.com", "mallory3@example.com", "ann2@example.com"} & set(emails)
+    del demoted
+
+
 def test_credential_events_go_to_the_users_own_trail_not_to_the_orgs_that_added_them(guard):
     boss = owner(guard)
     boss.invite("erin@example.com", "viewer")
@@ -323,6 +347,25 @@ def test_a_frozen_organizations_approved_hold_is_cancelled_at_the_claim(guard_fa
 # ---------------------------------------------------------------------------- 3. throttling
 
 
+def test_wrong_sign_ins_by_anyone_do_not_lock_a_signed_in_approver_out_of_deciding(guard):
+    boss = owner(guard)
+    boss.invite("val@example.com", "approver")
+    val = human(guard, "val@example.com", MEMBER_PASSWORD, label="val")
+    codes: list[str] = []
+    totp = enroll_2fa(val, MEMBER_PASSWORD, codes)
+    boss.expect("PATCH", f"/api/v1/organizations/{guard.org_id}",
+                {"require_2fa_for_approvals": True})
+    intent_id = new_hold(guard, run=new_run_id())
+    # An attacker spends Val's sign-in budget.
+    for i in range(5):
+        assert login_raw(guard, "val@example.com", f"wrong-{i}-Password").status_code == 401
+    assert login_raw(guard, "val@example.com", MEMBER_PASSWORD).status_code == 429
+    # Val, signed in, still decides with her step-up code.
+    i = val.expect("POST", f"/api/v1/intents/{intent_id}/deny", {"totp_code": next_code(totp)})
+    assert i["status"] == "denied", i
+
+
+
 def test_concurrent_guesses_are_counted_before_bcrypt(guard):
     owner(guard)  # the admin API is up
     guesses = 16
@@ -403,6 +446,10 @@ def test_api_tokens_are_bound_to_their_organization(guard):
     assert r.status_code == 403, describe(r)
     r = bot.post("/api/v1/me/active-organization", {"organization_id": org2["id"]})
     assert r.status_code == 403, describe(r)
+    # Nor does it see the user's other organizations or their own trail.
+    me = bot.expect("GET", "/api/v1/me")
+    assert [m["organization_id"] for m in me["memberships"]] == [guard.org_id], me
+    assert bot.get("/api/v1/me/audit").status_code == 403
     orgs = {o["id"]: o for o in boss.expect("GET", "/api/v1/organizations")["data"]}
     assert orgs[org2["id"]]["name"] == "elsewhere" and orgs[org2["id"]]["frozen"] is False
     assert len(orgs) == 2

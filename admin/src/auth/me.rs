@@ -72,7 +72,15 @@ pub(super) fn view(
     active: Option<&OrgId>,
     via: &AuthVia,
 ) -> store::Result<MeResponse> {
-    let memberships = s.memberships_of(&user.id)?;
+    // An API token is bound to one organization: it does not see the others.
+    let memberships: Vec<_> = s
+        .memberships_of(&user.id)?
+        .into_iter()
+        .filter(|(o, _)| match via {
+            AuthVia::Session(_) => true,
+            AuthVia::ApiToken(_) => active == Some(&o.id),
+        })
+        .collect();
     let active_organization = active.and_then(|id| {
         memberships
             .iter()
@@ -160,7 +168,7 @@ pub(super) async fn change_password(
     let change = state.blocking(move |s| {
         s.change_password(&user, &b.current_password, &b.new_password, Some(&keep))
     });
-    super::throttled(&state, &p.email, addr, change).await?;
+    super::throttled(&state, &p.throttle_subject(), addr, change).await?;
     tracing::info!(user = %p.user, "password changed; other sessions and API tokens ended");
     Ok(Json(PasswordChanged { changed: true }))
 }
@@ -213,6 +221,8 @@ pub(super) async fn my_audit(
     p: Principal,
     axum::extract::Query(q): axum::extract::Query<AuditQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    // A person's own trail is theirs to read signed in, not through an org-bound token.
+    p.session_hash()?;
     let limit = q.limit.unwrap_or(50);
     if limit == 0 || limit > 500 {
         return Err(ApiError::Validation {
@@ -234,6 +244,7 @@ pub(super) async fn verify_my_audit(
     State(state): State<AppState>,
     p: Principal,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    p.session_hash()?;
     let user = p.user.clone();
     let report = state.blocking(move |s| s.user_audit_verify(&user)).await?;
     Ok(Json(serde_json::json!(report)))

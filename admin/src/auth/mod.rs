@@ -72,7 +72,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// Run `check` (which verifies a secret the human typed: password, TOTP or recovery code)
-/// under the throttle of `subject` (the account's email, shared with sign-in) and `addr`:
+/// under the throttle of `subject` (the account's email for anonymous checks, the user's own
+/// budget `Principal::throttle_subject` for signed-in ones) and `addr`:
 /// counted before it runs, given back as a success only when it succeeds.
 pub(crate) async fn throttled<T>(
     state: &AppState,

@@ -61,6 +61,8 @@ pub(crate) fn client_addr(
     headers: &axum::http::HeaderMap,
     trusted: &[ipnet::IpNet],
 ) -> IpAddr {
+    // `::ffff:10.0.0.1` (an IPv4 peer on a dual-stack listener) is 10.0.0.1.
+    let peer = peer.to_canonical();
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
     if !is_trusted(&peer) {
         return peer;
@@ -78,7 +80,7 @@ pub(crate) fn client_addr(
         })
         .take(FORWARDED_HOPS_MAX);
     for hop in hops {
-        match hop.parse::<IpAddr>() {
+        match hop.parse::<IpAddr>().map(|ip| ip.to_canonical()) {
             Ok(ip) => {
                 client = ip;
                 if !is_trusted(&ip) {
@@ -225,6 +227,14 @@ impl FromRequestParts<AppState> for Principal {
 }
 
 impl Principal {
+    /// The throttle budget of this human's signed-in secret checks (step-up codes, password
+    /// change, 2FA changes): their own, keyed by user id, apart from the sign-in budget keyed
+    /// by email — anyone may spend the latter with wrong passwords, and must not thereby lock a
+    /// signed-in approver out of deciding holds.
+    pub fn throttle_subject(&self) -> String {
+        format!("user:{}", self.user)
+    }
+
     /// Whether this principal may act on `org` named in a path: a session may act on any of
     /// its user's organizations; an API token only on the one it is bound to.
     pub fn may_act_on(&self, org: &OrgId) -> bool {

@@ -62,6 +62,18 @@ impl Default for Throttle {
     }
 }
 
+/// The bucket of a client address: an IPv6 client is counted per /64 (one subscriber's
+/// prefix, all of which one attacker may hold), an IPv4 one per address.
+fn address_key(addr: IpAddr) -> IpAddr {
+    match addr.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(bits))
+        }
+        v4 => v4,
+    }
+}
+
 /// The map key of an account: a digest of the normalized email, so the map holds no addresses
 /// and its keys have a fixed size whatever was typed.
 fn account_key(email: &str) -> String {
@@ -89,6 +101,7 @@ impl Throttle {
     /// `addr`, if both budgets allow it; `false` (and nothing counted) when either is spent.
     /// The check and the count are one step under one lock.
     pub fn begin(&self, subject: &str, addr: IpAddr, now: Instant) -> bool {
+        let addr = address_key(addr);
         let mut maps = self.lock();
         let live = |w: Option<&Window>| {
             w.filter(|w| now.duration_since(w.started) < self.window)
@@ -109,6 +122,7 @@ impl Throttle {
     /// The attempt begun for `subject` from `addr` succeeded: the account's failures are
     /// cleared and the address gets its attempt back.
     pub fn succeeded(&self, subject: &str, addr: IpAddr) {
+        let addr = address_key(addr);
         let mut maps = self.lock();
         maps.accounts.remove(&account_key(subject));
         if let Some(w) = maps.addresses.get_mut(&addr) {
@@ -120,6 +134,7 @@ impl Throttle {
     /// (e.g. a right password sent without its second factor yet): one count each, nothing
     /// cleared, so it cannot be used to reset a budget.
     pub fn give_back(&self, subject: &str, addr: IpAddr) {
+        let addr = address_key(addr);
         let mut maps = self.lock();
         if let Some(w) = maps.accounts.get_mut(&account_key(subject)) {
             w.failures = w.failures.saturating_sub(1);
@@ -205,6 +220,29 @@ mod tests {
             hs.into_iter().map(|h| h.join().unwrap_or(0)).sum()
         });
         assert_eq!(passed, ACCOUNT_FAILURES_MAX);
+    }
+
+    #[test]
+    fn an_ipv6_client_is_one_bucket_per_64() {
+        let t = Throttle::default();
+        let now = Instant::now();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        for i in 0..ADDRESS_FAILURES_MAX {
+            assert!(t.begin(
+                &format!("u{i}@example.com"),
+                ip(&format!("2001:db8:1:2::{i:x}")),
+                now
+            ));
+        }
+        assert!(
+            !t.begin("v@example.com", ip("2001:db8:1:2:ffff::1"), now),
+            "same /64"
+        );
+        assert!(
+            t.begin("v@example.com", ip("2001:db8:1:3::1"), now),
+            "another /64"
+        );
+        assert_eq!(address_key(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
     }
 
     #[test]

@@ -70,7 +70,7 @@ pub(super) async fn setup(
     getrandom::fill(&mut secret).map_err(|_| ApiError::Internal)?;
     let (user, stored) = (p.user.clone(), secret.clone());
     let begin = state.blocking(move |s| s.totp_begin_setup(&user, &b.password, &stored));
-    super::throttled(&state, &p.email, addr, begin).await?;
+    super::throttled(&state, &p.throttle_subject(), addr, begin).await?;
     let t = totp(secret, p.email.clone());
     Ok(Json(TotpSetup {
         secret: t.get_secret_base32(),
@@ -148,7 +148,7 @@ pub(super) async fn disable(
     let now = store::now().unix;
     let off =
         state.blocking(move |s| s.totp_disable(&user, &b.password, b.code.trim(), now, code_at));
-    super::throttled(&state, &p.email, addr, off).await?;
+    super::throttled(&state, &p.throttle_subject(), addr, off).await?;
     tracing::info!(user = %p.user, "2FA disabled; API tokens revoked");
     Ok(Json(TotpState {
         totp_enabled: false,
@@ -177,7 +177,7 @@ pub(super) async fn regenerate_recovery_codes(
     p.session_hash()?;
     let user = p.user.clone();
     let regen = state.blocking(move |s| s.regenerate_recovery_codes(&user, &b.password));
-    let codes = super::throttled(&state, &p.email, addr, regen).await?;
+    let codes = super::throttled(&state, &p.throttle_subject(), addr, regen).await?;
     Ok(Json(RecoveryCodes {
         recovery_codes: codes,
     }))
