@@ -78,7 +78,7 @@ pub struct AdminAnswer {
     /// The headers that belong to the answer (`Content-Type`, `Location`), in order.
     pub headers: Vec<(String, String)>,
     /// The body bytes.
-    #[serde(with = "b64")]
+    #[serde(with = "crate::model::b64")]
     pub body: Vec<u8>,
 }
 
@@ -308,19 +308,6 @@ fn make_room(t: &mut StrTable<'_>, prefix: &str, now: i64) -> Result<()> {
     Ok(())
 }
 
-mod b64 {
-    use base64::Engine;
-    use base64::engine::general_purpose::STANDARD;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&STANDARD.encode(v))
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let s = String::deserialize(d)?;
-        STANDARD.decode(s).map_err(serde::de::Error::custom)
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -345,7 +345,8 @@ pub(crate) struct IdempotencyRecord {
     pub created_at: String,
 }
 
-mod b64 {
+/// Bytes as base64 in JSON (`#[serde(with = "crate::model::b64")]`).
+pub(crate) mod b64 {
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD;
     use serde::{Deserialize, Deserializer, Serializer};

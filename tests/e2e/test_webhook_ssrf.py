@@ -31,7 +31,7 @@ import pytest
 
 from admin_client import AdminClient, describe, error_code, new_hold, owner
 from conftest import new_run_id
-from webhook_receiver_fixture import Receiver, poll
+from webhook_receiver_fixture import Receiver, poll, receivers  # noqa: F401 (fixture)
 
 DEADLINE_SECS = 30
 BASE_ENV = {
@@ -41,19 +41,6 @@ BASE_ENV = {
     "GUARD_WEBHOOKS_TIMEOUT_SECS": "5",
 }
 
-
-@pytest.fixture
-def receivers():
-    made: list[Receiver] = []
-
-    def make(**kw) -> Receiver:
-        r = Receiver(**kw)
-        made.append(r)
-        return r
-
-    yield make
-    for r in made:
-        r.stop()
 
 
 class Hosts:

@@ -23,7 +23,8 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from admin_client import (MEMBER_PASSWORD, AdminClient, describe, error_code, human, new_hold,
                           owner)
 from conftest import new_run_id
-from webhook_receiver_fixture import Receiver, poll, reserve_closed_port
+from webhook_receiver_fixture import (Receiver, poll,  # noqa: F401 (receivers: fixture)
+                                      receivers, reserve_closed_port)
 
 RETRY_BASE_MS = 200
 JITTER = 0.2
@@ -39,20 +40,6 @@ FAST_WEBHOOKS = {
 
 # ---------------------------------------------------------------------------- helpers
 
-
-@pytest.fixture
-def receivers():
-    """Receivers started by a test; all stopped at teardown."""
-    made: list[Receiver] = []
-
-    def make(**kw) -> Receiver:
-        r = Receiver(**kw)
-        made.append(r)
-        return r
-
-    yield make
-    for r in made:
-        r.stop()
 
 
 def webhook_guard(guard_factory, **env):

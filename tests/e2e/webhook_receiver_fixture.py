@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
+import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
@@ -179,3 +180,18 @@ def poll(fetch: Callable[[], object], done: Callable[[object], bool], *, timeout
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached within {timeout}s; last: {v}")
         time.sleep(interval)
+
+
+@pytest.fixture
+def receivers():
+    """Receivers started by a test; all stopped at teardown."""
+    made: list[Receiver] = []
+
+    def make(**kw) -> Receiver:
+        r = Receiver(**kw)
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.stop()
