@@ -308,7 +308,6 @@ fn make_room(t: &mut StrTable<'_>, prefix: &str, now: i64) -> Result<()> {
     Ok(())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
