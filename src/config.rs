@@ -149,6 +149,9 @@ pub struct StoreCfg {
     /// Longest time between durable redb commits; the write-ahead log covers the batches in
     /// between, and a restart after a crash replays at most this much.
     pub checkpoint_interval_ms: u64,
+    /// How long an agent's Idempotency-Key is remembered (hours). A retry with an older key is
+    /// a new request. Never under Stripe's own 24 hours; intents and the audit chain stay.
+    pub idempotency_retention_hours: u64,
 }
 
 impl Default for StoreCfg {
@@ -156,6 +159,7 @@ impl Default for StoreCfg {
         Self {
             data_dir: PathBuf::from("./guard-data"),
             checkpoint_interval_ms: 1_000,
+            idempotency_retention_hours: 7 * 24,
         }
     }
 }
@@ -321,6 +325,12 @@ impl Config {
         if self.store.checkpoint_interval_ms < 10 || self.store.checkpoint_interval_ms > 60_000 {
             bail!("store.checkpoint_interval_ms must be 10..=60000");
         }
+        if !(24..=24 * 3660).contains(&self.store.idempotency_retention_hours) {
+            bail!(
+                "store.idempotency_retention_hours must be 24..=87840 (never under the rail's own \
+                 24 hours of idempotency)"
+            );
+        }
         if self.admin.production && self.secrets.master_key_in_file {
             bail!(
                 "admin.production is on: secrets.master_key must not be written in the \
@@ -453,6 +463,10 @@ mod tests {
         assert!(!c.webhooks.allow_private_targets);
         assert_eq!(c.store.checkpoint_interval_ms, 1_000);
         assert!(load_with("", &[("GUARD_STORE_CHECKPOINT_INTERVAL_MS", "5")]).is_err());
+        assert_eq!(c.store.idempotency_retention_hours, 168);
+        assert!(load_with("", &[("GUARD_STORE_IDEMPOTENCY_RETENTION_HOURS", "23")]).is_err());
+        let day = load_with("", &[("GUARD_STORE_IDEMPOTENCY_RETENTION_HOURS", "24")]).unwrap();
+        assert_eq!(day.store.idempotency_retention_hours, 24);
     }
 
     #[test]

@@ -13,10 +13,12 @@ use store::IntentEvents;
 use pingora::services::background::background_service;
 
 use crate::cli::open_store;
-use crate::services::{AdminService, ExecutorService, ExpiryService};
+use crate::services::{AdminService, ExecutorService, ExpiryService, PruneService};
 
 /// How often undecided holds are checked for expiry.
 const HOLD_EXPIRY_CHECK_SECS: u64 = 5;
+/// How often idempotency records past their retention are pruned.
+const PRUNE_EVERY_SECS: u64 = 3_600;
 use crate::config::Config;
 
 /// A random password that satisfies the password rules (letters and digits, 20 characters).
@@ -41,13 +43,6 @@ pub fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     bootstrap_if_empty(&store, &cfg)?;
     for org in store.upgrade_default_policies(policies::PREVIOUS_DEFAULT_POLICY_TEXTS)? {
         tracing::warn!(org = %org, "the organization ran the previous default policy set; the current default is now active");
-    }
-    let recovered = store.recover_in_flight()?;
-    if recovered > 0 {
-        tracing::warn!(
-            recovered,
-            "intents left forwarding by the previous process are now unknown"
-        );
     }
     let upstream = Arc::new(Upstream::parse(&cfg.upstream.base_url).map_err(anyhow::Error::msg)?);
     let settings = ProxySettings {
@@ -75,6 +70,14 @@ pub fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
         ..store::WriterLimits::default()
     };
     let committer = store::Committer::start(store.clone(), limits);
+    // Before anything is served: the first command of the writer.
+    let recovered = committer.recover_blocking()?;
+    if recovered > 0 {
+        tracing::warn!(
+            recovered,
+            "intents left forwarding by the previous process are now unknown"
+        );
+    }
     let forwarder = proxy::Forwarder::new(
         &cfg.upstream.base_url,
         std::time::Duration::from_secs(cfg.upstream.timeout_secs),
@@ -115,7 +118,12 @@ pub fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
         trusted_proxies: cfg.admin.trusted_proxy_nets()?,
         ..admin::AdminSettings::default()
     };
-    let admin_state = admin::AppState::new(store.clone(), admin_settings, events.clone());
+    let admin_state = admin::AppState::new(
+        store.clone(),
+        committer.clone(),
+        admin_settings,
+        events.clone(),
+    );
     let admin_service = AdminService {
         listen: cfg.admin.listen.clone(),
         state: admin_state,
@@ -128,7 +136,7 @@ pub fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     server.add_service(background_service("admin API", admin_service));
     let executor = ExecutorService {
         store: store.clone(),
-        committer,
+        committer: committer.clone(),
         events: events.clone(),
         base_url: cfg.upstream.base_url.clone(),
         timeout: std::time::Duration::from_secs(cfg.upstream.timeout_secs),
@@ -153,11 +161,17 @@ pub fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     };
     server.add_service(background_service("webhook delivery", webhooks));
     let expiry = ExpiryService {
-        store: store.clone(),
+        committer: committer.clone(),
         events,
         every: std::time::Duration::from_secs(HOLD_EXPIRY_CHECK_SECS),
     };
     server.add_service(background_service("hold expiry", expiry));
+    let prune = PruneService {
+        committer: committer.clone(),
+        retention: std::time::Duration::from_secs(cfg.store.idempotency_retention_hours * 3600),
+        every: std::time::Duration::from_secs(PRUNE_EVERY_SECS),
+    };
+    server.add_service(background_service("idempotency pruning", prune));
     crate::tls::reload_on_sighup(tls.all())?;
     tracing::info!(proxy = %cfg.proxy.listen, proxy_tls = tls.proxy.is_some(), admin = %cfg.admin.listen, admin_tls = tls.admin.is_some(), upstream = %cfg.upstream.base_url, data_dir = %cfg.store.data_dir.display(), "payment guard starting");
     if let Some(f) = &cfg.webhooks.unsafe_test_hosts_file {

@@ -86,7 +86,7 @@ impl BackgroundService for ExecutorService {
 
 /// Expires undecided holds.
 pub struct ExpiryService {
-    pub store: Arc<Store>,
+    pub committer: store::Committer,
     pub events: IntentEvents,
     pub every: Duration,
 }
@@ -95,11 +95,64 @@ pub struct ExpiryService {
 impl BackgroundService for ExpiryService {
     async fn start(&self, shutdown: ShutdownWatch) {
         proxy::expire_holds_loop(
-            self.store.clone(),
+            self.committer.clone(),
             self.events.clone(),
             self.every,
             shutdown,
         )
         .await;
+    }
+}
+
+/// Removes agents' idempotency records older than `store.idempotency_retention_hours`, in
+/// bounded rounds through the ledger writer (`Command::Prune`), one pass every `every`.
+pub struct PruneService {
+    pub committer: store::Committer,
+    pub retention: Duration,
+    pub every: Duration,
+}
+
+/// Records looked at per round: one round is one bounded ledger command.
+const PRUNE_SCAN_PER_ROUND: usize = 2_000;
+
+#[async_trait]
+impl BackgroundService for PruneService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        loop {
+            let before = store::now().unix - self.retention.as_secs() as i64;
+            let (mut after, mut removed) = (None, 0usize);
+            loop {
+                match self
+                    .committer
+                    .prune(before, after.take(), PRUNE_SCAN_PER_ROUND)
+                    .await
+                {
+                    Ok(round) => {
+                        removed += round.removed;
+                        match round.next {
+                            Some(next) => after = Some(next),
+                            None => break,
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "pruning idempotency records failed");
+                        break;
+                    }
+                }
+                if *shutdown.borrow() {
+                    return;
+                }
+            }
+            if removed > 0 {
+                tracing::info!(removed, "pruned idempotency records past their retention");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.every) => {}
+                _ = shutdown.changed() => return,
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+        }
     }
 }

@@ -874,7 +874,8 @@ async fn decide(
     };
     let comment = body.comment;
     let i = state
-        .blocking(move |s| s.decide_hold(&org, &id, &user, verdict, comment, stepped_up))
+        .committer
+        .decide_hold(org, id, user, verdict, comment, stepped_up)
         .await?;
     // Wake the executor and any agent waiting with `Prefer: wait`.
     state.events.publish(&i.id);

@@ -45,6 +45,8 @@ impl Default for AdminSettings {
 pub struct AppState {
     /// The store.
     pub store: Arc<Store>,
+    /// The ledger writer: human decisions on holds are ledger commands.
+    pub committer: store::Committer,
     /// Settings.
     pub settings: Arc<AdminSettings>,
     /// Intent change notifications (approvals wake the executor and waiting agents).
@@ -55,9 +57,15 @@ pub struct AppState {
 
 impl AppState {
     /// State over `store`.
-    pub fn new(store: Arc<Store>, settings: AdminSettings, events: IntentEvents) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        committer: store::Committer,
+        settings: AdminSettings,
+        events: IntentEvents,
+    ) -> Self {
         Self {
             store,
+            committer,
             settings: Arc::new(settings),
             events,
             throttle: Arc::new(crate::auth::Throttle::default()),

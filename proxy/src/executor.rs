@@ -67,13 +67,10 @@ impl Executor {
     }
 
     async fn execute(&self, org: OrgId, id: IntentId) {
-        let store = self.store.clone();
-        let (o, i) = (org.clone(), id.clone());
-        let claimed = match tokio::task::spawn_blocking(move || store.claim_approved(&o, &i)).await
-        {
-            Ok(Ok(c)) => c,
-            _ => {
-                tracing::error!(intent = %id, "executor cannot claim an approved intent");
+        let claimed = match self.committer.claim(org, id.clone()).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(intent = %id, error = %e, "executor cannot claim an approved intent");
                 return;
             }
         };
@@ -123,7 +120,7 @@ impl Executor {
 
 /// Expires undecided holds (`holds.expire_after_secs`), checking every `every`.
 pub async fn expire_holds_loop(
-    store: Arc<Store>,
+    committer: Committer,
     events: IntentEvents,
     every: Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
@@ -131,10 +128,9 @@ pub async fn expire_holds_loop(
     /// Holds expired per round at most (bounded transaction size).
     const PER_ROUND: usize = 1000;
     loop {
-        let s = store.clone();
         let now = store::now().unix;
-        match tokio::task::spawn_blocking(move || s.expire_holds(now, PER_ROUND)).await {
-            Ok(Ok(ids)) => {
+        match committer.expire(now, PER_ROUND).await {
+            Ok(ids) => {
                 for id in &ids {
                     events.publish(id);
                 }
@@ -142,7 +138,7 @@ pub async fn expire_holds_loop(
                     continue;
                 }
             }
-            _ => tracing::error!("hold expiry round failed"),
+            Err(e) => tracing::error!(error = %e, "hold expiry round failed"),
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}

@@ -255,16 +255,6 @@ impl Guard {
             account: &account,
         };
         let facts = self.classify(agent, &raw, &headers).await?;
-        // The policies that do not read `context` are evaluated here, on this worker thread,
-        // so the writer (the serial part) evaluates only the rest. A read transaction: no wait.
-        let prepared = match self.store.prepare_decision(&agent.agent, &facts) {
-            Ok(p) => p,
-            Err(e) => {
-                // The writer evaluates the whole set itself; nothing is lost but time.
-                tracing::warn!(error = %e, "could not prepare the decision");
-                None
-            }
-        };
         let req = DecisionRequest {
             org: agent.agent.org.clone(),
             agent: agent.agent.id.clone(),
@@ -276,7 +266,7 @@ impl Guard {
             body,
             facts,
             hold_expiry_secs: self.settings.hold_expiry_secs,
-            prepared,
+            prepared: None,
         };
         let wait = prefer_wait(session).map(|w| w.min(self.settings.max_hold_wait_secs));
         let (query, headers, body) = (req.query.clone(), req.headers.clone(), req.body.clone());

@@ -18,7 +18,6 @@ use crate::error::{Result, StoreError};
 use crate::ids::{OrgId, UserId, random_hex};
 use crate::tables::{ADMIN_IDEMPOTENCY, get_json, put_json};
 use crate::time_util::now;
-use crate::wal;
 
 /// How long an answer is kept and replayed (ADMIN_API.md: the proxy's "at least 24 h").
 pub const ADMIN_IDEMPOTENCY_TTL_SECS: i64 = 24 * 3600;
@@ -227,7 +226,7 @@ impl Store {
                 })
             );
             if claimed {
-                wal::remove(&mut t, &row)?;
+                t.remove(&row)?;
             }
             Ok(())
         })
@@ -262,7 +261,7 @@ fn sweep_due(now: i64) -> bool {
             .is_ok()
 }
 
-type StrTable<'t> = redb::Table<'t, &'static str, &'static [u8]>;
+type StrTable<'t> = crate::ledger::TxTable<'t>;
 
 /// Rows under `prefix`, decoded, in key order.
 fn rows(t: &StrTable<'_>, prefix: &str) -> Result<Vec<(String, Record)>> {
@@ -281,7 +280,7 @@ fn rows(t: &StrTable<'_>, prefix: &str) -> Result<Vec<(String, Record)>> {
 fn remove_expired(t: &mut StrTable<'_>, prefix: &str, now: i64) -> Result<()> {
     for (k, rec) in rows(t, prefix)? {
         if expired(&rec, now) {
-            wal::remove(t, &k)?;
+            t.remove(&k)?;
         }
     }
     Ok(())
@@ -303,7 +302,7 @@ fn make_room(t: &mut StrTable<'_>, prefix: &str, now: i64) -> Result<()> {
         ));
     }
     for (k, _) in live.into_iter().take(excess) {
-        wal::remove(t, &k)?;
+        t.remove(&k)?;
     }
     Ok(())
 }

@@ -8,11 +8,12 @@ use crate::audit;
 use crate::decide::{intent_key, load_intent, release_in, reserve_in, save_intent};
 use crate::error::{Result, StoreError};
 use crate::ids::{Actor, IntentId, OrgId, UserId};
+use crate::ledger::Tx;
 use crate::model::{Agent, AgentStatus, Approval, Intent, IntentStatus, Membership};
 use crate::org_admin::person;
 use crate::tables::*;
 use crate::tenants::load_org;
-use crate::time_util::now;
+use crate::time_util::Clock;
 
 /// What the executor's claim found.
 #[derive(Debug)]
@@ -53,80 +54,116 @@ impl Store {
     /// approvers and this decision did not carry a fresh TOTP code (`stepped_up`); the human
     /// is not a member, or became one at or after the hold's creation (a quorum counts only
     /// members accepted before the hold existed, so nobody can be invited to approve it).
-    pub fn decide_hold(
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn decide_hold_in(
         &self,
+        txn: &Tx<'_>,
         org: &OrgId,
         id: &IntentId,
         user: &UserId,
         verdict: HumanVerdict,
         comment: Option<String>,
         stepped_up: bool,
+        clock: &Clock,
     ) -> Result<Intent> {
-        let clock = now();
-        self.write(|txn| {
-            let o = load_org(txn, org)?;
-            if o.frozen {
-                return Err(StoreError::refused(409, "organization_frozen",
-                    "the organization is frozen: no hold is approved, denied or executed until it is unfrozen"));
+        let o = load_org(txn, org)?;
+        if o.frozen {
+            return Err(StoreError::refused(
+                409,
+                "organization_frozen",
+                "the organization is frozen: no hold is approved, denied or executed until it is unfrozen",
+            ));
+        }
+        if o.require_2fa_for_approvals && !stepped_up {
+            return Err(StoreError::refused(
+                403,
+                "step_up_required",
+                "this organization requires a fresh TOTP code (totp_code) with every approval or denial",
+            ));
+        }
+        let mut intent = load_intent(txn, org, id)?;
+        let agent: Option<Agent> =
+            get_json(&txn.open_table(AGENTS)?, &format!("{org}|{}", intent.agent))?;
+        match agent.map(|a| a.status) {
+            Some(AgentStatus::Active) => {}
+            Some(AgentStatus::Frozen) => {
+                return Err(StoreError::refused(
+                    409,
+                    "agent_frozen",
+                    "the agent is frozen: its holds are not decided until it is unfrozen",
+                ));
             }
-            if o.require_2fa_for_approvals && !stepped_up {
-                return Err(StoreError::refused(403, "step_up_required",
-                    "this organization requires a fresh TOTP code (totp_code) with every approval or denial"));
+            Some(AgentStatus::Revoked) | None => {
+                return Err(StoreError::refused(
+                    409,
+                    "agent_revoked",
+                    "the agent is revoked: its holds can no longer be approved",
+                ));
             }
-            let mut intent = load_intent(txn, org, id)?;
-            let agent: Option<Agent> =
-                get_json(&txn.open_table(AGENTS)?, &format!("{org}|{}", intent.agent))?;
-            match agent.map(|a| a.status) {
-                Some(AgentStatus::Active) => {}
-                Some(AgentStatus::Frozen) => {
-                    return Err(StoreError::refused(409, "agent_frozen",
-                        "the agent is frozen: its holds are not decided until it is unfrozen"));
-                }
-                Some(AgentStatus::Revoked) | None => {
-                    return Err(StoreError::refused(409, "agent_revoked",
-                        "the agent is revoked: its holds can no longer be approved"));
-                }
+        }
+        let membership: Membership = get_json(&txn.open_table(MEMBERS)?, &format!("{org}|{user}"))?
+            .ok_or(StoreError::NotFound("member"))?;
+        if membership.accepted_at.as_str() >= intent.created_at.as_str() {
+            return Err(StoreError::refused(
+                403,
+                "joined_after_hold",
+                "you became a member after this hold was created: it is decided by members who were there before it",
+            ));
+        }
+        if intent.status != IntentStatus::PendingApproval {
+            return Err(StoreError::Conflict(format!(
+                "the intent is {}, not pending_approval",
+                intent.status.as_str()
+            )));
+        }
+        if intent.expires_at_unix.is_some_and(|e| e <= clock.unix) {
+            return Err(StoreError::Conflict("the hold has expired".into()));
+        }
+        if intent.approvals.iter().any(|a| &a.user == user) {
+            return Err(StoreError::Conflict(
+                "you already decided on this intent".into(),
+            ));
+        }
+        intent.approvals.push(Approval {
+            user: user.clone(),
+            verdict: verdict.as_str().into(),
+            comment: comment.clone(),
+            at: clock.text.clone(),
+        });
+        let approvals = intent
+            .approvals
+            .iter()
+            .filter(|a| a.verdict == "approve")
+            .count() as u32;
+        let kind = match verdict {
+            HumanVerdict::Deny => {
+                intent.status = intent.status.transition(IntentStatus::Denied)?;
+                intent.decided_at = clock.text.clone();
+                "intent.denied"
             }
-            let membership: Membership = get_json(&txn.open_table(MEMBERS)?, &format!("{org}|{user}"))?
-                .ok_or(StoreError::NotFound("member"))?;
-            if membership.accepted_at.as_str() >= intent.created_at.as_str() {
-                return Err(StoreError::refused(403, "joined_after_hold",
-                    "you became a member after this hold was created: it is decided by members who were there before it"));
+            HumanVerdict::Approve if approvals >= intent.approvals_required.max(1) => {
+                intent.status = intent.status.transition(IntentStatus::Approved)?;
+                intent.decided_at = clock.text.clone();
+                intent.reservation = reserve_in(txn, &intent, clock)?;
+                "intent.approved"
             }
-            if intent.status != IntentStatus::PendingApproval {
-                return Err(StoreError::Conflict(format!("the intent is {}, not pending_approval", intent.status.as_str())));
-            }
-            if intent.expires_at_unix.is_some_and(|e| e <= clock.unix) {
-                return Err(StoreError::Conflict("the hold has expired".into()));
-            }
-            if intent.approvals.iter().any(|a| &a.user == user) {
-                return Err(StoreError::Conflict("you already decided on this intent".into()));
-            }
-            intent.approvals.push(Approval { user: user.clone(), verdict: verdict.as_str().into(), comment: comment.clone(), at: clock.text.clone() });
-            let approvals = intent.approvals.iter().filter(|a| a.verdict == "approve").count() as u32;
-            let kind = match verdict {
-                HumanVerdict::Deny => {
-                    intent.status = intent.status.transition(IntentStatus::Denied)?;
-                    intent.decided_at = clock.text.clone();
-                    "intent.denied"
-                }
-                HumanVerdict::Approve if approvals >= intent.approvals_required.max(1) => {
-                    intent.status = intent.status.transition(IntentStatus::Approved)?;
-                    intent.decided_at = clock.text.clone();
-                    intent.reservation = reserve_in(txn, &intent, &clock)?;
-                    "intent.approved"
-                }
-                HumanVerdict::Approve => "intent.approval_recorded",
-            };
-            save_intent(txn, &intent)?;
-            let data = json!({"intent": intent.id, "verdict": verdict.as_str(), "comment": comment,
+            HumanVerdict::Approve => "intent.approval_recorded",
+        };
+        save_intent(txn, &intent)?;
+        let data = json!({"intent": intent.id, "verdict": verdict.as_str(), "comment": comment,
                 "approvals": approvals, "approvals_required": intent.approvals_required,
                 "status": intent.status.as_str(), "reserved": intent.reservation.as_ref().map(|r| r.amount),
                 "step_up": stepped_up, "member_since": membership.accepted_at,
                 "invited_by": membership.invited_by});
-            audit::append(txn, org, &Actor::User(user.clone()), kind, data, &clock.text)?;
-            Ok(intent)
-        })
+        audit::append(
+            txn,
+            org,
+            &Actor::User(user.clone()),
+            kind,
+            data,
+            &clock.text,
+        )?;
+        Ok(intent)
     }
 
     /// What an approver should see next to a hold: who created the requesting agent, and for
@@ -189,107 +226,61 @@ impl Store {
     /// frozen or the agent frozen or revoked, the intent is cancelled instead (`approved →
     /// denied`, its reservation released, `intent.cancelled` audited) and never sent; humans
     /// decide again on a new request once the switch is off.
-    pub fn claim_approved(&self, org: &OrgId, id: &IntentId) -> Result<Claim> {
-        let clock = now();
-        self.write(|txn| {
-            let mut intent = load_intent(txn, org, id)?;
-            if intent.status != IntentStatus::Approved {
-                return Ok(Claim::Gone);
+    pub(crate) fn claim_approved_in(
+        &self,
+        txn: &Tx<'_>,
+        org: &OrgId,
+        id: &IntentId,
+        clock: &Clock,
+    ) -> Result<Claim> {
+        let mut intent = load_intent(txn, org, id)?;
+        if intent.status != IntentStatus::Approved {
+            return Ok(Claim::Gone);
+        }
+        let o = load_org(txn, org)?;
+        let agent: Option<Agent> =
+            get_json(&txn.open_table(AGENTS)?, &format!("{org}|{}", intent.agent))?;
+        let stopped = if o.frozen {
+            Some("the organization is frozen")
+        } else {
+            match agent.map(|a| a.status) {
+                Some(AgentStatus::Active) => None,
+                Some(AgentStatus::Frozen) => Some("the agent is frozen"),
+                Some(AgentStatus::Revoked) | None => Some("the agent is revoked"),
             }
-            let o = load_org(txn, org)?;
-            let agent: Option<Agent> =
-                get_json(&txn.open_table(AGENTS)?, &format!("{org}|{}", intent.agent))?;
-            let stopped = if o.frozen {
-                Some("the organization is frozen")
-            } else {
-                match agent.map(|a| a.status) {
-                    Some(AgentStatus::Active) => None,
-                    Some(AgentStatus::Frozen) => Some("the agent is frozen"),
-                    Some(AgentStatus::Revoked) | None => Some("the agent is revoked"),
-                }
-            };
-            if let Some(why) = stopped {
-                intent.status = intent.status.transition(IntentStatus::Denied)?;
-                intent.decided_at = clock.text.clone();
-                intent.reason = format!("cancelled before execution: {why}");
-                release_in(txn, &mut intent)?;
-                save_intent(txn, &intent)?;
-                let data =
-                    json!({"intent": intent.id, "status": "denied", "reason": intent.reason});
-                audit::append(
-                    txn,
-                    org,
-                    &Actor::System("executor".into()),
-                    "intent.cancelled",
-                    data,
-                    &clock.text,
-                )?;
-                return Ok(Claim::Cancelled(Box::new(intent)));
-            }
-            let Some((rail_key, _)) = self.rail_key_in(txn, org)? else {
-                return Ok(Claim::Gone);
-            };
-            intent.status = intent.status.transition(IntentStatus::Forwarding)?;
+        };
+        if let Some(why) = stopped {
+            intent.status = intent.status.transition(IntentStatus::Denied)?;
+            intent.decided_at = clock.text.clone();
+            intent.reason = format!("cancelled before execution: {why}");
+            release_in(txn, &mut intent)?;
             save_intent(txn, &intent)?;
-            let data = json!({"intent": intent.id, "status": "forwarding", "executor": true});
+            let data = json!({"intent": intent.id, "status": "denied", "reason": intent.reason});
             audit::append(
                 txn,
                 org,
                 &Actor::System("executor".into()),
-                "intent.executing",
+                "intent.cancelled",
                 data,
                 &clock.text,
             )?;
-            Ok(Claim::Execute(Box::new(intent), rail_key))
-        })
-    }
-
-    /// Expire holds whose time has passed (`pending_approval → expired`); returns their ids.
-    pub fn expire_holds(&self, now_unix: i64, max: usize) -> Result<Vec<IntentId>> {
-        let clock = now();
-        self.write(|txn| {
-            let due: Vec<String> = {
-                let t = txn.open_table(PENDING)?;
-                let mut due = Vec::new();
-                for row in redb::ReadableTable::iter(&t)? {
-                    let (k, v) = row?;
-                    let bytes: [u8; 8] = v
-                        .value()
-                        .try_into()
-                        .map_err(|_| StoreError::Corrupt("pending index".into()))?;
-                    if i64::from_le_bytes(bytes) <= now_unix {
-                        due.push(k.value().to_string());
-                        if due.len() >= max {
-                            break;
-                        }
-                    }
-                }
-                due
-            };
-            let mut expired = Vec::new();
-            for key in due {
-                let Some((o, i)) = key.split_once('|') else {
-                    continue;
-                };
-                let (Some(org), Some(id)) = (OrgId::parse(o), IntentId::parse(i)) else {
-                    continue;
-                };
-                let mut intent = load_intent(txn, &org, &id)?;
-                intent.status = intent.status.transition(IntentStatus::Expired)?;
-                intent.decided_at = clock.text.clone();
-                save_intent(txn, &intent)?;
-                audit::append(
-                    txn,
-                    &org,
-                    &Actor::System("expiry".into()),
-                    "intent.expired",
-                    json!({"intent": id}),
-                    &clock.text,
-                )?;
-                expired.push(id);
-            }
-            Ok(expired)
-        })
+            return Ok(Claim::Cancelled(Box::new(intent)));
+        }
+        let Some((rail_key, _)) = self.rail_key_in(txn, org)? else {
+            return Ok(Claim::Gone);
+        };
+        intent.status = intent.status.transition(IntentStatus::Forwarding)?;
+        save_intent(txn, &intent)?;
+        let data = json!({"intent": intent.id, "status": "forwarding", "executor": true});
+        audit::append(
+            txn,
+            org,
+            &Actor::System("executor".into()),
+            "intent.executing",
+            data,
+            &clock.text,
+        )?;
+        Ok(Claim::Execute(Box::new(intent), rail_key))
     }
 
     /// A page of an organization's intents, newest id order is not meaningful: ids are random,
@@ -328,4 +319,54 @@ impl Store {
                 .is_some(),
         )
     }
+}
+
+/// Expire holds whose time has passed (`pending_approval → expired`); returns their ids.
+pub(crate) fn expire_holds_in(
+    txn: &Tx<'_>,
+    now_unix: i64,
+    max: usize,
+    clock: &Clock,
+) -> Result<Vec<IntentId>> {
+    let due: Vec<String> = {
+        let t = txn.open_table(PENDING)?;
+        let mut due = Vec::new();
+        for row in redb::ReadableTable::iter(&t)? {
+            let (k, v) = row?;
+            let bytes: [u8; 8] = v
+                .value()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("pending index".into()))?;
+            if i64::from_le_bytes(bytes) <= now_unix {
+                due.push(k.value().to_string());
+                if due.len() >= max {
+                    break;
+                }
+            }
+        }
+        due
+    };
+    let mut expired = Vec::new();
+    for key in due {
+        let Some((o, i)) = key.split_once('|') else {
+            continue;
+        };
+        let (Some(org), Some(id)) = (OrgId::parse(o), IntentId::parse(i)) else {
+            continue;
+        };
+        let mut intent = load_intent(txn, &org, &id)?;
+        intent.status = intent.status.transition(IntentStatus::Expired)?;
+        intent.decided_at = clock.text.clone();
+        save_intent(txn, &intent)?;
+        audit::append(
+            txn,
+            &org,
+            &Actor::System("expiry".into()),
+            "intent.expired",
+            json!({"intent": id}),
+            &clock.text,
+        )?;
+        expired.push(id);
+    }
+    Ok(expired)
 }

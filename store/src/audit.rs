@@ -94,7 +94,7 @@ fn with_hash_member(canonical: &[u8], hash: &str) -> Vec<u8> {
 
 /// Append one event inside the caller's write transaction; returns the new head.
 pub(crate) fn append(
-    txn: &redb::WriteTransaction,
+    txn: &crate::ledger::Tx<'_>,
     org: &OrgId,
     actor: &Actor,
     kind: &str,
@@ -118,7 +118,7 @@ pub(crate) fn append(
     // The chain never reuses a seq; a store edited behind the guard's back fails the write
     // (and so the decision) instead of overwriting history: the caller's transaction is then
     // aborted, so the overwritten value is never committed.
-    if crate::wal::insert(&mut events, &key, &bytes)? {
+    if events.insert(&key, &bytes)? {
         return Err(StoreError::Corrupt(format!(
             "audit seq {seq} of {org} is already used"
         )));
@@ -137,7 +137,7 @@ pub(crate) fn append(
 /// organization's: `{"user", "seq", "at", "actor", "kind", "data", "prev", "hash"}`, SHA-256 of
 /// the JCS form without `hash`, each event's `prev` the previous one's `hash`; no webhook.
 pub(crate) fn append_user(
-    txn: &redb::WriteTransaction,
+    txn: &crate::ledger::Tx<'_>,
     user: &UserId,
     actor: &Actor,
     kind: &str,
@@ -156,7 +156,7 @@ pub(crate) fn append_user(
     let bytes = serde_json_canonicalizer::to_vec(&event)
         .map_err(|e| StoreError::Corrupt(format!("cannot canonicalize event: {e}")))?;
     let mut events = txn.open_table(USER_AUDIT)?;
-    if crate::wal::insert(&mut events, &format!("{user}|{seq:020}"), &bytes)? {
+    if events.insert(&format!("{user}|{seq:020}"), &bytes)? {
         return Err(StoreError::Corrupt(format!(
             "audit seq {seq} of {user} is already used"
         )));

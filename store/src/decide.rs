@@ -9,6 +9,7 @@ use crate::Store;
 use crate::audit;
 use crate::error::{Result, StoreError};
 use crate::ids::{Actor, AgentId, IntentId, OrgId};
+use crate::ledger::Tx;
 use crate::model::{
     Agent, AgentStatus, IdempotencyRecord, Intent, IntentStatus, Reservation, StoredResponse,
 };
@@ -16,7 +17,6 @@ use crate::spend;
 use crate::tables::*;
 use crate::tenants::load_org;
 use crate::time_util::{Clock, now};
-use crate::wal;
 
 /// A mutation an authenticated agent asks for.
 #[derive(Clone, Debug)]
@@ -108,27 +108,23 @@ pub(crate) fn intent_key(org: &OrgId, id: &IntentId) -> String {
     format!("{org}|{id}")
 }
 
-pub(crate) fn load_intent(
-    txn: &redb::WriteTransaction,
-    org: &OrgId,
-    id: &IntentId,
-) -> Result<Intent> {
+pub(crate) fn load_intent(txn: &Tx<'_>, org: &OrgId, id: &IntentId) -> Result<Intent> {
     get_json(&txn.open_table(INTENTS)?, &intent_key(org, id))?.ok_or(StoreError::NotFound("intent"))
 }
 
-pub(crate) fn save_intent(txn: &redb::WriteTransaction, intent: &Intent) -> Result<()> {
+pub(crate) fn save_intent(txn: &Tx<'_>, intent: &Intent) -> Result<()> {
     write_intent(txn, intent, false)
 }
 
 /// Store a just-created intent: it cannot be in a status index yet. Refuses an id in use.
-pub(crate) fn insert_new_intent(txn: &redb::WriteTransaction, intent: &Intent) -> Result<()> {
+pub(crate) fn insert_new_intent(txn: &Tx<'_>, intent: &Intent) -> Result<()> {
     write_intent(txn, intent, true)
 }
 
-fn write_intent(txn: &redb::WriteTransaction, intent: &Intent, new: bool) -> Result<()> {
+fn write_intent(txn: &Tx<'_>, intent: &Intent, new: bool) -> Result<()> {
     let key = intent_key(&intent.org, &intent.id);
     let bytes = serde_json::to_vec(intent)?;
-    let previous = wal::insert(&mut txn.open_table(INTENTS)?, &key, &bytes)?;
+    let previous = txn.open_table(INTENTS)?.insert(&key, &bytes)?;
     if new && previous {
         return Err(StoreError::Corrupt(format!(
             "intent id {} is already used",
@@ -140,20 +136,20 @@ fn write_intent(txn: &redb::WriteTransaction, intent: &Intent, new: bool) -> Res
     let mut pending = txn.open_table(PENDING)?;
     let mut approved = txn.open_table(APPROVED)?;
     if !new {
-        wal::remove(&mut in_flight, &key)?;
-        wal::remove(&mut pending, &key)?;
-        wal::remove(&mut approved, &key)?;
+        in_flight.remove(&key)?;
+        pending.remove(&key)?;
+        approved.remove(&key)?;
     }
     match intent.status {
         IntentStatus::Forwarding => {
-            wal::insert(&mut in_flight, &key, &[])?;
+            in_flight.insert(&key, &[])?;
         }
         IntentStatus::PendingApproval => {
             let expiry = intent.expires_at_unix.unwrap_or(i64::MAX);
-            wal::insert(&mut pending, &key, &expiry.to_le_bytes())?;
+            pending.insert(&key, &expiry.to_le_bytes())?;
         }
         IntentStatus::Approved => {
-            wal::insert(&mut approved, &key, &[])?;
+            approved.insert(&key, &[])?;
         }
         _ => {}
     }
@@ -161,16 +157,10 @@ fn write_intent(txn: &redb::WriteTransaction, intent: &Intent, new: bool) -> Res
 }
 
 impl Store {
-    /// Decide one request in one durable write transaction.
-    pub fn decide(&self, req: &DecisionRequest) -> Result<Decision> {
-        let clock = now();
-        self.write(|txn| self.decide_in(txn, req, &clock))
-    }
-
-    /// The decision inside a caller's transaction (group commit runs several in one).
-    pub fn decide_in(
+    /// The decision, inside the writer's ledger transaction ([`crate::Command::Decide`]).
+    pub(crate) fn decide_in(
         &self,
-        txn: &redb::WriteTransaction,
+        txn: &Tx<'_>,
         req: &DecisionRequest,
         clock: &Clock,
     ) -> Result<Decision> {
@@ -201,7 +191,7 @@ impl Store {
         };
         let counted_here;
         let req = match uncounted_settlement(
-            || Ok(txn.open_table(UPSTREAM_OBJECTS)?),
+            || txn.open_table(UPSTREAM_OBJECTS),
             &req.org,
             &req.facts,
         )? {
@@ -239,7 +229,7 @@ impl Store {
     /// A key seen before: the original outcome, never a second decision.
     fn replay_in(
         &self,
-        txn: &redb::WriteTransaction,
+        txn: &Tx<'_>,
         org: &OrgId,
         rec: IdempotencyRecord,
         digest: &str,
@@ -273,7 +263,7 @@ impl Store {
     /// Policies and caps against current spend, fail closed.
     fn evaluate_in(
         &self,
-        txn: &redb::WriteTransaction,
+        txn: &Tx<'_>,
         org: &crate::model::Org,
         agent: &Agent,
         req: &DecisionRequest,
@@ -281,7 +271,7 @@ impl Store {
         clock: &Clock,
     ) -> Result<Verdict> {
         let facts = &req.facts;
-        let policy_set = self.active_policies(|| Ok(txn.open_table(POLICY_VERSIONS)?), org)?;
+        let policy_set = self.active_policies(|| txn.open_table(POLICY_VERSIONS), org)?;
         let caps: Vec<policies::Cap> = scan_json(&txn.open_table(CAPS)?, &format!("{}|", org.id))?;
         let spend_t = txn.open_table(SPEND)?;
         let money = spend::view(&spend_t, &caps, &org.id, &agent.id, facts, clock.unix)?;
@@ -328,7 +318,7 @@ impl Store {
     /// Reserve (allow), write the intent and its `decision` event.
     fn record_decision_in(
         &self,
-        txn: &redb::WriteTransaction,
+        txn: &Tx<'_>,
         mut intent: Intent,
         verdict: &Verdict,
         clock: &Clock,
@@ -380,37 +370,6 @@ impl Store {
         };
         let verdict = policies::evaluate(&policy_set, &input, &[]);
         Ok((verdict, rail.map(|(k, _)| k)))
-    }
-
-    /// Record the upstream result in a second transaction (PROXY.md step 5).
-    pub fn settle(&self, org: &OrgId, id: &IntentId, outcome: UpstreamOutcome) -> Result<Intent> {
-        let clock = now();
-        self.write(|txn| settle_in(txn, org, id, outcome, &clock))
-    }
-
-    /// Mark every intent left `forwarding` by a previous process as `unknown` (nothing is in
-    /// flight after a restart); returns how many.
-    pub fn recover_in_flight(&self) -> Result<usize> {
-        let clock = now();
-        self.write(|txn| {
-            let keys: Vec<String> = {
-                let t = txn.open_table(IN_FLIGHT)?;
-                let mut keys = Vec::new();
-                for row in t.iter()? {
-                    keys.push(row?.0.value().to_string());
-                }
-                keys
-            };
-            for key in &keys {
-                let mut intent: Intent = get_json(&txn.open_table(INTENTS)?, key)?
-                    .ok_or(StoreError::NotFound("intent"))?;
-                intent.status = intent.status.transition(IntentStatus::Unknown)?;
-                save_intent(txn, &intent)?;
-                let data = json!({"intent": intent.id, "status": "unknown", "reason": "guard restarted while forwarding"});
-                audit::append(txn, &intent.org, &Actor::System("recovery".into()), "intent.unknown", data, &clock.text)?;
-            }
-            Ok(keys.len())
-        })
     }
 
     /// One intent of an organization.
@@ -512,7 +471,7 @@ fn new_intent(req: &DecisionRequest, digest: String, verdict: &Verdict, clock: &
 
 /// Add an allowed money movement to the spend counters.
 pub(crate) fn reserve_in(
-    txn: &redb::WriteTransaction,
+    txn: &Tx<'_>,
     intent: &Intent,
     clock: &Clock,
 ) -> Result<Option<Reservation>> {
@@ -565,7 +524,7 @@ fn status_after(code: u16) -> IntentStatus {
 }
 
 pub(crate) fn settle_in(
-    txn: &redb::WriteTransaction,
+    txn: &Tx<'_>,
     org: &OrgId,
     id: &IntentId,
     outcome: UpstreamOutcome,
@@ -598,11 +557,8 @@ pub(crate) fn settle_in(
         && intent.reservation.is_some()
         && let Some(object) = intent.upstream_id.as_deref()
     {
-        wal::insert(
-            &mut txn.open_table(UPSTREAM_OBJECTS)?,
-            &format!("{org}|{object}"),
-            intent.id.as_str().as_bytes(),
-        )?;
+        txn.open_table(UPSTREAM_OBJECTS)?
+            .insert(&format!("{org}|{object}"), intent.id.as_str().as_bytes())?;
     }
     save_intent(txn, &intent)?;
     let kind = format!("intent.{}", next.as_str());
@@ -619,7 +575,7 @@ pub(crate) fn settle_in(
     Ok(intent)
 }
 
-pub(crate) fn release_in(txn: &redb::WriteTransaction, intent: &mut Intent) -> Result<()> {
+pub(crate) fn release_in(txn: &Tx<'_>, intent: &mut Intent) -> Result<()> {
     let currency = intent.currency.clone().unwrap_or_default();
     if let Some(r) = intent.reservation.as_mut()
         && !r.released
@@ -716,4 +672,78 @@ impl Store {
         };
         Ok(policies::evaluate(&policy_set, &input, &money.caps))
     }
+}
+
+/// Mark every intent left `forwarding` by a previous process as `unknown` (nothing is in flight
+/// after a restart); returns how many ([`crate::Command::Recover`]).
+pub(crate) fn recover_in_flight_in(txn: &Tx<'_>, clock: &Clock) -> Result<usize> {
+    let keys: Vec<String> = {
+        let t = txn.open_table(IN_FLIGHT)?;
+        let mut keys = Vec::new();
+        for row in t.iter()? {
+            keys.push(row?.0.value().to_string());
+        }
+        keys
+    };
+    for key in &keys {
+        let mut intent: Intent =
+            get_json(&txn.open_table(INTENTS)?, key)?.ok_or(StoreError::NotFound("intent"))?;
+        intent.status = intent.status.transition(IntentStatus::Unknown)?;
+        save_intent(txn, &intent)?;
+        let data = json!({"intent": intent.id, "status": "unknown", "reason": "guard restarted while forwarding"});
+        audit::append(
+            txn,
+            &intent.org,
+            &Actor::System("recovery".into()),
+            "intent.unknown",
+            data,
+            &clock.text,
+        )?;
+    }
+    Ok(keys.len())
+}
+
+/// Remove the idempotency records created before `created_before_unix`, looking at most at
+/// `max_scan` records after the key `after` ([`crate::Command::Prune`]). A retry with a pruned
+/// key is a new request, as with Stripe's own keys; the intent it named stays, with its key.
+pub(crate) fn prune_idempotency_in(
+    txn: &Tx<'_>,
+    created_before_unix: i64,
+    after: Option<&str>,
+    max_scan: usize,
+) -> Result<crate::ledger::Pruned> {
+    use std::ops::Bound;
+    let (old, next) = {
+        let t = txn.open_table(IDEMPOTENCY)?;
+        let start = match after {
+            Some(k) => Bound::Excluded(k),
+            None => Bound::Unbounded,
+        };
+        let mut old = Vec::new();
+        let mut scanned = 0usize;
+        let mut last = None;
+        for row in t.range::<&str>((start, Bound::Unbounded))? {
+            let (k, v) = row?;
+            let rec: IdempotencyRecord = serde_json::from_slice(v.value())?;
+            if crate::time_util::unix_of(&rec.created_at).is_some_and(|at| at < created_before_unix)
+            {
+                old.push(k.value().to_string());
+            }
+            scanned += 1;
+            last = Some(k.value().to_string());
+            if scanned >= max_scan {
+                break;
+            }
+        }
+        // A round that stopped short of the end resumes after its last key.
+        (old, if scanned >= max_scan { last } else { None })
+    };
+    let mut t = txn.open_table(IDEMPOTENCY)?;
+    for k in &old {
+        t.remove(k)?;
+    }
+    Ok(crate::ledger::Pruned {
+        removed: old.len(),
+        next,
+    })
 }

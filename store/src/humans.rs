@@ -279,7 +279,7 @@ fn load_secrets(
 /// not to the organizations they belong to: an organization that added them never receives
 /// events about their account.
 fn audit_user_event(
-    txn: &redb::WriteTransaction,
+    txn: &crate::ledger::Tx<'_>,
     user: &UserId,
     kind: &str,
     data: Value,
@@ -291,7 +291,7 @@ fn audit_user_event(
 /// Delete every personal API token of `user` (optionally only those bound to `org`); returns
 /// how many. A password change or a 2FA reset ends them all (ADMIN_API.md).
 pub(crate) fn revoke_tokens_in(
-    txn: &redb::WriteTransaction,
+    txn: &crate::ledger::Tx<'_>,
     user: &UserId,
     only_org: Option<&OrgId>,
 ) -> Result<usize> {
@@ -305,14 +305,14 @@ pub(crate) fn revoke_tokens_in(
         }
     }
     for k in &doomed {
-        crate::wal::remove(&mut table, k)?;
+        table.remove(k)?;
     }
     Ok(doomed.len())
 }
 
 /// Remove `user`'s sessions except `keep` (a hash); returns how many ended.
 fn end_sessions_in(
-    txn: &redb::WriteTransaction,
+    txn: &crate::ledger::Tx<'_>,
     user: &UserId,
     keep: Option<&str>,
 ) -> Result<usize> {
@@ -332,7 +332,7 @@ fn end_sessions_in(
 }
 
 /// Remove every expired session (housekeeping at each sign-in keeps the table bounded).
-fn purge_expired_in(txn: &redb::WriteTransaction, now_unix: i64, idle_secs: i64) -> Result<()> {
+fn purge_expired_in(txn: &crate::ledger::Tx<'_>, now_unix: i64, idle_secs: i64) -> Result<()> {
     let mut sessions = txn.open_table(SESSIONS)?;
     let mut doomed = Vec::new();
     for row in sessions.iter()? {
@@ -534,7 +534,7 @@ impl Store {
 
     /// End the session `hash` (sign-out). Returns whether it existed.
     pub fn end_session(&self, hash: &str) -> Result<bool> {
-        self.write(|txn| Ok(txn.open_table(SESSIONS)?.remove(hash)?.is_some()))
+        self.write(|txn| txn.open_table(SESSIONS)?.remove(hash))
     }
 
     /// End every session of `user` but `keep` (a hash). Returns how many ended.
@@ -644,7 +644,7 @@ impl Store {
 
     fn totp_verify_in(
         &self,
-        txn: &redb::WriteTransaction,
+        txn: &crate::ledger::Tx<'_>,
         user: &UserId,
         code: &str,
         now_unix: i64,
@@ -726,7 +726,7 @@ impl Store {
     }
 }
 
-fn use_recovery_code_in(txn: &redb::WriteTransaction, user: &UserId, code: &str) -> Result<bool> {
+fn use_recovery_code_in(txn: &crate::ledger::Tx<'_>, user: &UserId, code: &str) -> Result<bool> {
     let mut table = txn.open_table(USER_SECRETS)?;
     let mut s = load_secrets(&table, user)?;
     let presented = recovery_digest(code);
@@ -853,7 +853,7 @@ impl Store {
             if &rec.user != user {
                 return Err(StoreError::NotFound("token"));
             }
-            crate::wal::remove(&mut table, id)?;
+            table.remove(id)?;
             drop(table);
             if let Some(org) = &rec.org
                 && load_org(txn, org).is_ok()

@@ -262,11 +262,8 @@ impl Store {
             };
             let key = format!("{org}|{}", rec.id);
             put_json(&mut invitations, &key, &rec)?;
-            crate::wal::insert(
-                &mut txn.open_table(INVITATION_TOKENS)?,
-                &token_id,
-                key.as_bytes(),
-            )?;
+            txn.open_table(INVITATION_TOKENS)?
+                .insert(&token_id, key.as_bytes())?;
             let v = view(&users, &rec, clock.unix)?;
             drop((users, invitations));
             let data = json!({"invitation": rec.id, "email": email, "role": role,
@@ -325,7 +322,7 @@ impl Store {
             }
             rec.status = InvitationStatus::Revoked;
             put_json(&mut invitations, &key, &rec)?;
-            crate::wal::remove(&mut txn.open_table(INVITATION_TOKENS)?, &rec.token_id)?;
+            txn.open_table(INVITATION_TOKENS)?.remove(&rec.token_id)?;
             let v = view(&txn.open_table(USERS)?, &rec, clock.unix)?;
             drop(invitations);
             let data = json!({"invitation": rec.id, "email": rec.email});
@@ -471,7 +468,7 @@ impl Store {
                 &format!("{org}|{}", rec2.id),
                 &rec2,
             )?;
-            crate::wal::remove(&mut txn.open_table(INVITATION_TOKENS)?, &rec2.token_id)?;
+            txn.open_table(INVITATION_TOKENS)?.remove(&rec2.token_id)?;
             let actor = Actor::User(user.id.clone());
             let data = json!({"user": user.id, "email": user.email, "role": rec2.role,
                 "invitation": rec2.id, "invited_by": rec2.invited_by});

@@ -18,6 +18,7 @@ mod humans;
 mod ids;
 mod invitations;
 mod jcs;
+mod ledger;
 mod metrics;
 mod model;
 mod org_admin;
@@ -26,9 +27,7 @@ mod spend;
 mod tables;
 mod tenants;
 mod time_util;
-mod wal;
 mod webhooks;
-mod writer;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -60,6 +59,8 @@ pub use ids::{Actor, AgentId, CapId, IntentId, OrgId, UserId};
 pub use invitations::{
     Accepted, INVITATION_TTL_SECS, InvitationStatus, InvitationView, SecondFactorCheck,
 };
+pub use ledger::wal::WAL_FILE;
+pub use ledger::{Applied, Command, Committer, Pruned, WriterLimits};
 pub use metrics::{COMMIT_BUCKETS_US, StoreMetrics, StoreMetricsSnapshot};
 pub use model::{
     Agent, AgentStatus, Approval, Intent, IntentStatus, Membership, Org, PolicyVersion, RailInfo,
@@ -69,12 +70,10 @@ pub use org_admin::{CapPatch, MemberView, PersonRef};
 pub use rekey::RekeyReport;
 pub use tenants::{AuthedAgent, CapSpec, validate_password};
 pub use time_util::{Clock, now};
-pub use wal::WAL_FILE;
 pub use webhooks::{
     Attempt, Delivery, DueDelivery, EVENT_TYPES, RetryPolicy, WebhookEndpoint, check_url_shape,
     now_ms,
 };
-pub use writer::{Committer, WriterLimits};
 
 use policies::CompiledPolicies;
 
@@ -89,7 +88,7 @@ pub struct Store {
     policy_cache: Mutex<HashMap<(OrgId, u64), Arc<CompiledPolicies>>>,
     path: PathBuf,
     /// The writer's log, taken by the first [`Committer`] started on this store.
-    wal: Mutex<Option<wal::Wal>>,
+    wal: Mutex<Option<ledger::wal::Wal>>,
     /// Set when a log append failed: the log's state is unknown (a failed fsync cannot be
     /// retried safely), so nothing is written any more until a restart recovers.
     poisoned: AtomicBool,
@@ -113,7 +112,7 @@ impl Store {
         files::secure_data_dir(data_dir)?;
         let path = data_dir.join(DB_FILE);
         files::ensure_private_file(&path)?;
-        files::ensure_private_file(&data_dir.join(wal::WAL_FILE))?;
+        files::ensure_private_file(&data_dir.join(ledger::wal::WAL_FILE))?;
         let db = redb::Database::create(&path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => {
                 StoreError::Locked(data_dir.display().to_string())
@@ -127,9 +126,9 @@ impl Store {
         txn.commit()?;
         // Recovery before anything reads the store: the batches the writer's log holds and
         // redb's durable state does not (wal.rs).
-        let wal_path = data_dir.join(wal::WAL_FILE);
-        let next_lsn = wal::replay(&db, &wal_path)?;
-        let wal = wal::Wal::open(&wal_path, next_lsn)?;
+        let wal_path = data_dir.join(ledger::wal::WAL_FILE);
+        let next_lsn = ledger::wal::replay(&db, &wal_path)?;
+        let wal = ledger::wal::Wal::open(&wal_path, next_lsn)?;
         let store = Store {
             db,
             master,
@@ -166,17 +165,16 @@ impl Store {
         &self.path
     }
 
-    /// Run `f` in one durable write transaction; commit only when it returns `Ok`.
-    pub(crate) fn write<T>(
-        &self,
-        f: impl FnOnce(&redb::WriteTransaction) -> Result<T>,
-    ) -> Result<T> {
+    /// Run `f` in one durable control-plane write transaction; commit only when it returns
+    /// `Ok`. It may not write ledger tables (intents, idempotency, spend): those change only
+    /// through a [`Command`] on the writer thread (ledger/tx.rs).
+    pub(crate) fn write<T>(&self, f: impl FnOnce(&ledger::Tx<'_>) -> Result<T>) -> Result<T> {
         let started = std::time::Instant::now();
         let txn = self.db.begin_write()?;
         // Checked under redb's write lock: the writer may have poisoned the store while this
         // thread waited for it.
         self.check_poisoned()?;
-        let out = f(&txn)?;
+        let out = f(&ledger::Tx::control(&txn))?;
         txn.commit()?;
         self.metrics.record_commit(1, started.elapsed());
         Ok(out)

@@ -472,8 +472,7 @@ impl Store {
         self.write(|txn| {
             let removed = txn
                 .open_table(CAPS)?
-                .remove(format!("{org}|{id}").as_str())?
-                .is_some();
+                .remove(format!("{org}|{id}").as_str())?;
             if !removed {
                 return Err(StoreError::NotFound("cap"));
             }

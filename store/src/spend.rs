@@ -61,7 +61,7 @@ pub(crate) fn counters_for(
 }
 
 /// Add `delta` (may be negative) to each counter.
-pub(crate) fn add(txn: &redb::WriteTransaction, keys: &[String], delta: i64) -> Result<()> {
+pub(crate) fn add(txn: &crate::ledger::Tx<'_>, keys: &[String], delta: i64) -> Result<()> {
     let mut t = txn.open_table(SPEND)?;
     for key in keys {
         let cur = t
@@ -77,7 +77,7 @@ pub(crate) fn add(txn: &redb::WriteTransaction, keys: &[String], delta: i64) -> 
                 "spend counter {key} would go negative"
             )));
         }
-        crate::wal::insert(&mut t, key, &next.to_le_bytes())?;
+        t.insert(key, &next.to_le_bytes())?;
     }
     Ok(())
 }
@@ -131,7 +131,7 @@ pub(crate) fn context(
 /// Count this decision in the agent's per-second request counter and return how many decisions
 /// the agent had in the 60 seconds before it. Buckets older than two minutes are pruned.
 pub(crate) fn count_request(
-    txn: &redb::WriteTransaction,
+    txn: &crate::ledger::Tx<'_>,
     org: &OrgId,
     agent: &AgentId,
     now: i64,
@@ -152,7 +152,7 @@ pub(crate) fn count_request(
         }
     }
     for k in stale {
-        crate::wal::remove(&mut t, &k)?;
+        t.remove(&k)?;
     }
     let this = key(now);
     let cur = t
@@ -160,7 +160,7 @@ pub(crate) fn count_request(
         .map(|v| decode_i64(v.value()))
         .transpose()?
         .unwrap_or(0);
-    crate::wal::insert(&mut t, &this, &(cur + 1).to_le_bytes())?;
+    t.insert(&this, &(cur + 1).to_le_bytes())?;
     Ok(last_minute)
 }
 

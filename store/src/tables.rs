@@ -79,6 +79,42 @@ pub(crate) const ADMIN_IDEMPOTENCY: Table = TableDefinition::new("admin_idempote
 /// `applied_lsn` → u64 (LE): the last batch of the writer's log that this state holds (wal.rs)
 pub(crate) const META: Table = TableDefinition::new("meta");
 
+/// Who may write a table (ledger/tx.rs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Class {
+    /// Intents, their status indexes, idempotency records, spend and rate counters, the
+    /// objects a settlement counted: written only by ledger commands on the writer thread.
+    Ledger,
+    /// The organization's audit chain and its webhook outbox: appended by both, since ledger
+    /// commands and control-plane changes are both audited.
+    Chain,
+    /// Everything else: control-plane records, written only by durable `Store::write` commits.
+    Control,
+}
+
+/// The class of the table named `name`.
+pub(crate) fn class_of(name: &str) -> Class {
+    const LEDGER: [Table; 8] = [
+        INTENTS,
+        IDEMPOTENCY,
+        SPEND,
+        RATE,
+        IN_FLIGHT,
+        PENDING,
+        APPROVED,
+        UPSTREAM_OBJECTS,
+    ];
+    const CHAIN: [Table; 3] = [AUDIT, AUDIT_HEADS, OUTBOX];
+    use redb::TableHandle;
+    if LEDGER.iter().any(|t| t.name() == name) {
+        Class::Ledger
+    } else if CHAIN.iter().any(|t| t.name() == name) {
+        Class::Chain
+    } else {
+        Class::Control
+    }
+}
+
 /// Every table, created once at open so read transactions never meet a missing table.
 pub(crate) const ALL: [Table; 32] = [
     ORGS,
@@ -126,14 +162,14 @@ pub(crate) fn get_json<T: DeserializeOwned>(
     }
 }
 
-/// Encode and write one JSON record (recorded for the writer's log, wal.rs).
+/// Encode and write one JSON record (through the transaction wrapper, ledger/tx.rs).
 pub(crate) fn put_json<T: Serialize>(
-    table: &mut redb::Table<'_, &'static str, &'static [u8]>,
+    table: &mut crate::ledger::TxTable<'_>,
     key: &str,
     value: &T,
 ) -> Result<()> {
     let bytes = serde_json::to_vec(value)?;
-    crate::wal::insert(table, key, &bytes)?;
+    table.insert(key, &bytes)?;
     Ok(())
 }
 

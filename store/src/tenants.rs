@@ -91,11 +91,11 @@ fn author(actor: &Actor) -> String {
     }
 }
 
-pub(crate) fn load_org(txn: &redb::WriteTransaction, org: &OrgId) -> Result<Org> {
+pub(crate) fn load_org(txn: &crate::ledger::Tx<'_>, org: &OrgId) -> Result<Org> {
     get_json(&txn.open_table(ORGS)?, org.as_str())?.ok_or(StoreError::NotFound("organization"))
 }
 
-pub(crate) fn save_org(txn: &redb::WriteTransaction, org: &Org) -> Result<()> {
+pub(crate) fn save_org(txn: &crate::ledger::Tx<'_>, org: &Org) -> Result<()> {
     put_json(&mut txn.open_table(ORGS)?, org.id.as_str(), org)
 }
 
@@ -105,12 +105,7 @@ impl Store {
         self.write(|txn| self.create_org_in(txn, name, actor))
     }
 
-    fn create_org_in(
-        &self,
-        txn: &redb::WriteTransaction,
-        name: &str,
-        actor: &Actor,
-    ) -> Result<Org> {
+    fn create_org_in(&self, txn: &crate::ledger::Tx<'_>, name: &str, actor: &Actor) -> Result<Org> {
         let name = name.trim();
         if name.is_empty() || name.len() > 200 {
             return Err(StoreError::Invalid(
@@ -322,7 +317,7 @@ impl Store {
 
     fn store_policy_in(
         &self,
-        txn: &redb::WriteTransaction,
+        txn: &crate::ledger::Tx<'_>,
         org: &OrgId,
         text: &str,
         actor: &Actor,
@@ -499,7 +494,7 @@ impl Store {
     /// The decrypted rail key inside a transaction (for forwarding only).
     pub(crate) fn rail_key_in(
         &self,
-        txn: &redb::WriteTransaction,
+        txn: &crate::ledger::Tx<'_>,
         org: &OrgId,
     ) -> Result<Option<(String, bool)>> {
         self.rail_key_from(&txn.open_table(RAIL_KEYS)?, org)
@@ -594,7 +589,7 @@ impl Store {
 }
 
 pub(crate) fn create_user_in(
-    txn: &redb::WriteTransaction,
+    txn: &crate::ledger::Tx<'_>,
     email: &str,
     hash: String,
 ) -> Result<User> {

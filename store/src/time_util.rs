@@ -34,3 +34,10 @@ impl Clock {
 pub fn now() -> Clock {
     Clock::at(OffsetDateTime::now_utc())
 }
+
+/// The unix second of an RFC 3339 text the store wrote; `None` when it is not one.
+pub(crate) fn unix_of(text: &str) -> Option<i64> {
+    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp())
+}

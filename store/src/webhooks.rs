@@ -170,7 +170,7 @@ fn webhook_type(kind: &str, data: &Value) -> Option<&'static str> {
 /// Put an outbox entry for an audit event when it is worth telling and the organization has an
 /// enabled endpoint. Called inside the audit append, in the same transaction.
 pub(crate) fn enqueue_in(
-    txn: &redb::WriteTransaction,
+    txn: &crate::ledger::Tx<'_>,
     org: &OrgId,
     kind: &str,
     event: &Value,
@@ -334,10 +334,9 @@ impl Store {
     /// Delete an endpoint (its delivery records stay for the audit trail's sake).
     pub fn delete_webhook(&self, org: &OrgId, id: &str, actor: &Actor) -> Result<()> {
         self.write(|txn| {
-            if txn
+            if !txn
                 .open_table(WEBHOOKS)?
                 .remove(format!("{org}|{id}").as_str())?
-                .is_none()
             {
                 return Err(StoreError::NotFound("webhook"));
             }
@@ -549,7 +548,7 @@ impl Store {
     /// entry is stale, or the endpoint is disabled or deleted and the delivery is abandoned).
     fn claim_one(
         &self,
-        txn: &redb::WriteTransaction,
+        txn: &crate::ledger::Tx<'_>,
         queue_entry: &str,
         org: &OrgId,
         endpoint: &str,
@@ -662,7 +661,7 @@ impl Store {
     /// Count the endpoint's failure streak, disabling it at `disable_after_failures`.
     fn track_endpoint_health(
         &self,
-        txn: &redb::WriteTransaction,
+        txn: &crate::ledger::Tx<'_>,
         org: &OrgId,
         endpoint: &str,
         ok: bool,
@@ -719,7 +718,7 @@ impl Health {
 }
 
 /// Mark one pending delivery abandoned: out of the queue, no next attempt, the reason kept.
-fn abandon_in(txn: &redb::WriteTransaction, mut d: Delivery, reason: &str) -> Result<()> {
+fn abandon_in(txn: &crate::ledger::Tx<'_>, mut d: Delivery, reason: &str) -> Result<()> {
     if let Some(old) = d.next_attempt_ms.take() {
         txn.open_table(DELIVERY_QUEUE)?
             .remove(queue_key(old, &d.org, &d.endpoint, &d.id).as_str())?;
@@ -736,7 +735,7 @@ fn abandon_in(txn: &redb::WriteTransaction, mut d: Delivery, reason: &str) -> Re
 /// Abandon every pending delivery of an endpoint that was just disabled or deleted, in the
 /// transaction that disabled it, with one audit event naming how many.
 fn abandon_pending_in(
-    txn: &redb::WriteTransaction,
+    txn: &crate::ledger::Tx<'_>,
     org: &OrgId,
     endpoint: &str,
     reason: &str,

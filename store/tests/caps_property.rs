@@ -158,7 +158,8 @@ proptest! {
         ops in proptest::collection::vec((op(), any::<bool>()), 1..24),
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), MasterKey::generate()).unwrap();
+        let store = std::sync::Arc::new(Store::open(dir.path(), MasterKey::generate()).unwrap());
+        let committer = store::Committer::start(store.clone(), store::WriterLimits::default());
         let actor = Actor::System("test".into());
         let (org, _) = store
             .init_org_with_owner("prop-org", "prop@example.com", "prop-Password-1234")
@@ -198,13 +199,13 @@ proptest! {
                 hold_expiry_secs: 3600,
                 prepared: None,
             };
-            if let Decision::Forward { intent, .. } = store.decide(&req).unwrap() {
+            if let Decision::Forward { intent, .. } = committer.apply_blocking(store::Command::Decide(Box::new(req))).unwrap().decision().unwrap() {
                 let status = if *rail_accepts { 200 } else { 402 };
                 let outcome = UpstreamOutcome::Response {
                     response: StoredResponse { status, headers: Vec::new(), body: b"{}".to_vec() },
                     upstream_id: None,
                 };
-                store.settle(&org.id, &intent.id, outcome).unwrap();
+                committer.apply_blocking(store::Command::Settle { org: org.id.clone(), intent: intent.id.clone(), outcome }).unwrap();
                 if *rail_accepts {
                     moved += op.moves();
                 }

@@ -16,7 +16,8 @@ const PASSWORD: &str = "four-Eyes-Password-1";
 
 struct Setup {
     _dir: tempfile::TempDir,
-    store: Store,
+    store: std::sync::Arc<Store>,
+    committer: store::Committer,
     org: OrgId,
     owner: UserId,
     agent: AgentId,
@@ -28,7 +29,8 @@ fn no_second_factor(_: &Store, _: &UserId) -> store::Result<bool> {
 
 fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), MasterKey::generate()).unwrap();
+    let store = std::sync::Arc::new(Store::open(dir.path(), MasterKey::generate()).unwrap());
+    let committer = store::Committer::start(store.clone(), store::WriterLimits::default());
     let actor = Actor::System("test".into());
     let (org, owner) = store
         .init_org_with_owner("four-eyes", "owner@example.com", PASSWORD)
@@ -43,6 +45,7 @@ fn setup() -> Setup {
     Setup {
         _dir: dir,
         store,
+        committer,
         org: org.id,
         owner: owner.id,
         agent: agent.id,
@@ -98,16 +101,46 @@ fn hold(s: &Setup, key: &str) -> IntentId {
         hold_expiry_secs: 3600,
         prepared: None,
     };
-    match s.store.decide(&req).unwrap() {
+    match s
+        .committer
+        .apply_blocking(store::Command::Decide(Box::new(req)))
+        .unwrap()
+        .decision()
+        .unwrap()
+    {
         Decision::Respond(i) if i.status == IntentStatus::PendingApproval => i.id,
         other => panic!("expected a hold, got {other:?}"),
     }
 }
 
 fn decide(s: &Setup, id: &IntentId, user: &UserId, v: HumanVerdict) -> store::Result<IntentStatus> {
-    s.store
-        .decide_hold(&s.org, id, user, v, None, false)
-        .map(|i| i.status)
+    decide_hold(s, id, user, v, false).map(|i| i.status)
+}
+
+fn decide_hold(
+    s: &Setup,
+    id: &IntentId,
+    user: &UserId,
+    verdict: HumanVerdict,
+    stepped_up: bool,
+) -> store::Result<store::Intent> {
+    let cmd = store::Command::DecideHold {
+        org: s.org.clone(),
+        intent: id.clone(),
+        user: user.clone(),
+        verdict,
+        comment: None,
+        stepped_up,
+    };
+    s.committer.apply_blocking(cmd).map(|a| a.intent().unwrap())
+}
+
+fn claim(s: &Setup, id: &IntentId) -> Claim {
+    let cmd = store::Command::Claim {
+        org: s.org.clone(),
+        intent: id.clone(),
+    };
+    s.committer.apply_blocking(cmd).unwrap().claim().unwrap()
 }
 
 fn code(e: store::Result<IntentStatus>) -> &'static str {
@@ -186,10 +219,7 @@ fn decisions_refuse_frozen_organizations_and_agents_and_missing_step_up() {
         code(decide(&s, &id, &s.owner, HumanVerdict::Approve)),
         "step_up_required"
     );
-    let i = s
-        .store
-        .decide_hold(&s.org, &id, &s.owner, HumanVerdict::Approve, None, true)
-        .unwrap();
+    let i = decide_hold(&s, &id, &s.owner, HumanVerdict::Approve, true).unwrap();
     assert_eq!(i.approvals.len(), 1);
 }
 
@@ -219,16 +249,13 @@ fn the_claim_cancels_an_approved_hold_once_the_kill_switch_is_on() {
             &Actor::User(s.owner.clone()),
         )
         .unwrap();
-    let Claim::Cancelled(i) = s.store.claim_approved(&s.org, &id).unwrap() else {
+    let Claim::Cancelled(i) = claim(&s, &id) else {
         panic!("the claim must cancel");
     };
     assert_eq!(i.status, IntentStatus::Denied);
     assert!(i.reason.contains("revoked"), "{}", i.reason);
     assert!(i.reservation.unwrap().released, "the reservation goes back");
     assert!(s.store.approved_queue().unwrap().is_empty());
-    assert!(matches!(
-        s.store.claim_approved(&s.org, &id).unwrap(),
-        Claim::Gone
-    ));
+    assert!(matches!(claim(&s, &id), Claim::Gone));
     assert!(s.store.audit_verify(&s.org).unwrap().is_ok());
 }

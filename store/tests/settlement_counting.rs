@@ -15,7 +15,7 @@ const POLICY: &str =
 
 struct Setup {
     _dir: tempfile::TempDir,
-    store: Store,
+    committer: store::Committer,
     org: OrgId,
     agent: AgentId,
 }
@@ -23,7 +23,8 @@ struct Setup {
 /// An organization with a 10,000 usd deny cap on all money movements.
 fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), MasterKey::generate()).unwrap();
+    let store = std::sync::Arc::new(Store::open(dir.path(), MasterKey::generate()).unwrap());
+    let committer = store::Committer::start(store.clone(), store::WriterLimits::default());
     let actor = Actor::System("test".into());
     let (org, _) = store
         .init_org_with_owner("settle-org", "s@example.com", "s-Password-12345")
@@ -45,7 +46,7 @@ fn setup() -> Setup {
         .unwrap();
     Setup {
         _dir: dir,
-        store,
+        committer,
         org: org.id,
         agent: agent.id,
     }
@@ -89,7 +90,12 @@ fn run(s: &Setup, key: &str, path: &str, body: &str, f: RequestFacts, created: &
         hold_expiry_secs: 3600,
         prepared: None,
     };
-    let decision = s.store.decide(&req).unwrap();
+    let decision = s
+        .committer
+        .apply_blocking(store::Command::Decide(Box::new(req)))
+        .unwrap()
+        .decision()
+        .unwrap();
     if let Decision::Forward { intent, .. } = &decision {
         let outcome = UpstreamOutcome::Response {
             response: StoredResponse {
@@ -99,7 +105,13 @@ fn run(s: &Setup, key: &str, path: &str, body: &str, f: RequestFacts, created: &
             },
             upstream_id: Some(created.into()),
         };
-        s.store.settle(&s.org, &intent.id, outcome).unwrap();
+        s.committer
+            .apply_blocking(store::Command::Settle {
+                org: s.org.clone(),
+                intent: intent.id.clone(),
+                outcome,
+            })
+            .unwrap();
     }
     decision
 }

@@ -18,13 +18,12 @@
 //! torn append at the tail and the leftovers of an earlier round (the file is reused from offset
 //! 0 after each checkpoint; old records carry smaller numbers) end the log.
 //!
-//! Writes are recorded through [`insert`] and [`remove`] (and `tables::put_json`), which every
-//! function on the writer's path uses; the recording is per thread and on only while the writer
-//! runs a batch, so the same functions called from admin requests (whose commits are durable)
-//! record nothing. `writer::tests` checks that state rebuilt from the log equals the state the
-//! batches left, table by table, for every kind of writer job.
+//! Writes are recorded by the transaction wrapper (`ledger/tx.rs`): a ledger command can only
+//! write through it, and in a ledger transaction it encodes every insert and remove into the
+//! batch's buffer as it happens. Control-plane commits (durable on their own) record nothing.
+//! `writer::tests` checks that state rebuilt from the log equals the state the batches left,
+//! table by table, for every command.
 
-use std::cell::RefCell;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -78,33 +77,11 @@ impl AlignedBuf {
     }
 }
 
-const OP_INSERT: u8 = 1;
-const OP_REMOVE: u8 = 2;
+pub(super) const OP_INSERT: u8 = 1;
+pub(super) const OP_REMOVE: u8 = 2;
 
-thread_local! {
-    /// The writes of the batch the writer thread is running, encoded as log operations.
-    static RECORDING: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
-}
-
-/// Start recording this thread's writes (the writer, at the start of a batch).
-pub(crate) fn start_recording() {
-    RECORDING.with(|r| *r.borrow_mut() = Some(Vec::with_capacity(64 * 1024)));
-}
-
-/// Stop recording and return what was recorded.
-pub(crate) fn stop_recording() -> Vec<u8> {
-    RECORDING.with(|r| r.borrow_mut().take().unwrap_or_default())
-}
-
-fn record(op: u8, table: &str, key: &str, value: &[u8]) {
-    RECORDING.with(|r| {
-        if let Some(buf) = r.borrow_mut().as_mut() {
-            encode_op(buf, op, table, key, value);
-        }
-    });
-}
-
-fn encode_op(buf: &mut Vec<u8>, op: u8, table: &str, key: &str, value: &[u8]) {
+/// Append one operation to a batch's log buffer (called by `Tx` as each write happens).
+pub(super) fn encode_op(buf: &mut Vec<u8>, op: u8, table: &str, key: &str, value: &[u8]) {
     buf.push(op);
     // Table names are short constants (tables.rs); keys and values are bounded by the store.
     buf.push(table.len() as u8);
@@ -117,23 +94,17 @@ fn encode_op(buf: &mut Vec<u8>, op: u8, table: &str, key: &str, value: &[u8]) {
     }
 }
 
-type StrTable<'t> = redb::Table<'t, &'static str, &'static [u8]>;
-
-/// Insert (recorded); returns whether the key held a value before.
-pub(crate) fn insert(t: &mut StrTable<'_>, key: &str, value: &[u8]) -> Result<bool> {
-    let had = t.insert(key, value)?.is_some();
-    record(OP_INSERT, t.name(), key, value);
-    Ok(had)
-}
-
-/// Remove (recorded when there was something to remove: replay starts from the state this
-/// batch started from, where the key is absent too); returns whether the key held a value.
-pub(crate) fn remove(t: &mut StrTable<'_>, key: &str) -> Result<bool> {
-    let had = t.remove(key)?.is_some();
-    if had {
-        record(OP_REMOVE, t.name(), key, &[]);
-    }
-    Ok(had)
+/// The operations of a log buffer, owned, for tests of `Tx`.
+#[cfg(test)]
+pub(super) fn decode_ops_for_test(p: &[u8]) -> Vec<(&'static str, String, String, Vec<u8>)> {
+    decode_ops(p)
+        .unwrap()
+        .into_iter()
+        .map(|op| match op {
+            Op::Insert(t, k, v) => ("insert", t.to_string(), k.to_string(), v.to_vec()),
+            Op::Remove(t, k) => ("remove", t.to_string(), k.to_string(), Vec::new()),
+        })
+        .collect()
 }
 
 /// One logged write.

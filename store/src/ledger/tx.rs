@@ -1,0 +1,247 @@
+//! The one way the store writes: a write transaction wrapped with what it may write and, for a
+//! ledger command, the record of every write it made (docs/ARCHITECTURE.md "Invariants").
+//!
+//! A [`Tx`] is made in one of two modes and nowhere else:
+//! - [`Mode::Ledger`], by the writer thread (`ledger/writer.rs`) for a batch of [`Command`]s.
+//!   Every insert and remove is encoded into the transaction's log buffer as it happens, and
+//!   the batch's buffer is what the write-ahead log makes durable (`ledger/wal.rs`). A ledger
+//!   command may write ledger and chain tables only.
+//! - [`Mode::Control`], by `Store::write` for control-plane records (orgs, members, agents,
+//!   policies, caps, webhooks, sessions, TOTP, tokens), committed durably by redb itself. A
+//!   control commit may write control and chain tables only: **intents, their indexes,
+//!   idempotency records, spend and rate counters change only through the ledger writer.**
+//!
+//! The table classes are in `tables.rs` ([`Class`]). A write of the wrong class is refused with
+//! an error that fails its transaction closed: it is a bug, never a state.
+//!
+//! The raw `redb::WriteTransaction` never leaves this module, so there is no way to write a
+//! table around the wrapper and its log.
+//!
+//! [`Command`]: crate::ledger::Command
+
+use std::cell::RefCell;
+
+use redb::{ReadableTable, ReadableTableMetadata, TableHandle};
+
+use crate::error::{Result, StoreError};
+use crate::tables::{Class, Table, class_of};
+
+/// Who made the transaction (see the module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// A batch of ledger commands on the writer thread: writes are recorded for the log.
+    Ledger,
+    /// A control-plane commit (`Store::write`): durable on its own, nothing recorded.
+    Control,
+}
+
+/// A write transaction and its log buffer.
+pub(crate) struct Tx<'a> {
+    txn: &'a redb::WriteTransaction,
+    mode: Mode,
+    log: RefCell<Vec<u8>>,
+}
+
+impl<'a> Tx<'a> {
+    /// A control-plane transaction (`Store::write` only).
+    pub(crate) fn control(txn: &'a redb::WriteTransaction) -> Tx<'a> {
+        Tx::new(txn, Mode::Control)
+    }
+
+    /// Wrap `txn` (the writer, and [`Tx::control`]).
+    pub(super) fn new(txn: &'a redb::WriteTransaction, mode: Mode) -> Tx<'a> {
+        let capacity = if mode == Mode::Ledger { 16 * 1024 } else { 0 };
+        Tx {
+            txn,
+            mode,
+            log: RefCell::new(Vec::with_capacity(capacity)),
+        }
+    }
+
+    /// The mode it was made in.
+    pub(crate) fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Open a table for reading and for the writes this mode allows.
+    pub(crate) fn open_table(&self, def: Table) -> Result<TxTable<'_>> {
+        let table = self.txn.open_table(def)?;
+        Ok(TxTable {
+            def,
+            class: class_of(def.name()),
+            table,
+            tx: self,
+        })
+    }
+
+    /// The operations recorded so far, leaving the buffer empty.
+    pub(super) fn take_log(&self) -> Vec<u8> {
+        std::mem::take(&mut *self.log.borrow_mut())
+    }
+
+    fn check_writable(&self, name: &str, class: Class) -> Result<()> {
+        let allowed = match (self.mode, class) {
+            (_, Class::Chain) => true,
+            (Mode::Ledger, Class::Ledger) | (Mode::Control, Class::Control) => true,
+            (Mode::Ledger, Class::Control) | (Mode::Control, Class::Ledger) => false,
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(StoreError::Db(format!(
+                "internal: a {:?} transaction may not write the {class:?} table {name:?}",
+                self.mode
+            )))
+        }
+    }
+
+    fn record(&self, op: u8, table: &str, key: &str, value: &[u8]) {
+        if self.mode == Mode::Ledger {
+            super::wal::encode_op(&mut self.log.borrow_mut(), op, table, key, value);
+        }
+    }
+}
+
+type Raw<'t> = redb::Table<'t, &'static str, &'static [u8]>;
+
+/// A table opened through a [`Tx`]: reads like any redb table; writes are checked against the
+/// transaction's mode and recorded for the log in a ledger transaction.
+pub(crate) struct TxTable<'t> {
+    def: Table,
+    class: Class,
+    table: Raw<'t>,
+    tx: &'t Tx<'t>,
+}
+
+impl TxTable<'_> {
+    /// Insert; returns whether the key held a value before.
+    pub(crate) fn insert(&mut self, key: &str, value: &[u8]) -> Result<bool> {
+        self.tx.check_writable(self.def.name(), self.class)?;
+        let had = self.table.insert(key, value)?.is_some();
+        self.tx
+            .record(super::wal::OP_INSERT, self.def.name(), key, value);
+        Ok(had)
+    }
+
+    /// Remove; returns whether the key held a value. Recorded only when there was one: replay
+    /// starts from the state this batch started from, where the key is absent too.
+    pub(crate) fn remove(&mut self, key: &str) -> Result<bool> {
+        self.tx.check_writable(self.def.name(), self.class)?;
+        let had = self.table.remove(key)?.is_some();
+        if had {
+            self.tx
+                .record(super::wal::OP_REMOVE, self.def.name(), key, &[]);
+        }
+        Ok(had)
+    }
+}
+
+impl ReadableTableMetadata for TxTable<'_> {
+    fn stats(&self) -> std::result::Result<redb::TableStats, redb::StorageError> {
+        self.table.stats()
+    }
+
+    fn len(&self) -> std::result::Result<u64, redb::StorageError> {
+        self.table.len()
+    }
+}
+
+impl ReadableTable<&'static str, &'static [u8]> for TxTable<'_> {
+    fn get<'a>(
+        &self,
+        key: impl std::borrow::Borrow<&'a str>,
+    ) -> std::result::Result<Option<redb::AccessGuard<'_, &'static [u8]>>, redb::StorageError> {
+        self.table.get(key)
+    }
+
+    fn range<'a, KR>(
+        &self,
+        range: impl std::ops::RangeBounds<KR> + 'a,
+    ) -> std::result::Result<redb::Range<'_, &'static str, &'static [u8]>, redb::StorageError>
+    where
+        KR: std::borrow::Borrow<&'a str> + 'a,
+    {
+        self.table.range(range)
+    }
+
+    fn first(
+        &self,
+    ) -> std::result::Result<
+        Option<(
+            redb::AccessGuard<'_, &'static str>,
+            redb::AccessGuard<'_, &'static [u8]>,
+        )>,
+        redb::StorageError,
+    > {
+        self.table.first()
+    }
+
+    fn last(
+        &self,
+    ) -> std::result::Result<
+        Option<(
+            redb::AccessGuard<'_, &'static str>,
+            redb::AccessGuard<'_, &'static [u8]>,
+        )>,
+        redb::StorageError,
+    > {
+        self.table.last()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tables::{AGENTS, AUDIT, INTENTS};
+
+    fn db() -> (tempfile::TempDir, redb::Database) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("t.redb")).unwrap();
+        (dir, db)
+    }
+
+    #[test]
+    fn a_ledger_transaction_records_its_writes_and_may_not_write_control_tables() {
+        let (_dir, db) = db();
+        let txn = db.begin_write().unwrap();
+        let tx = Tx::new(&txn, Mode::Ledger);
+        tx.open_table(INTENTS).unwrap().insert("o|i", b"x").unwrap();
+        tx.open_table(AUDIT).unwrap().insert("o|1", b"e").unwrap();
+        assert!(tx.open_table(INTENTS).unwrap().remove("o|i").unwrap());
+        assert!(!tx.open_table(INTENTS).unwrap().remove("o|absent").unwrap());
+        let err = tx.open_table(AGENTS).unwrap().insert("o|a", b"x");
+        assert!(err.is_err(), "a ledger command wrote a control table");
+        let ops = super::super::wal::decode_ops_for_test(&tx.take_log());
+        assert_eq!(
+            ops,
+            vec![
+                (
+                    "insert",
+                    "intents".to_string(),
+                    "o|i".to_string(),
+                    b"x".to_vec()
+                ),
+                (
+                    "insert",
+                    "audit".to_string(),
+                    "o|1".to_string(),
+                    b"e".to_vec()
+                ),
+                ("remove", "intents".to_string(), "o|i".to_string(), vec![]),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_control_transaction_records_nothing_and_may_not_write_ledger_tables() {
+        let (_dir, db) = db();
+        let txn = db.begin_write().unwrap();
+        let tx = Tx::new(&txn, Mode::Control);
+        tx.open_table(AGENTS).unwrap().insert("o|a", b"x").unwrap();
+        tx.open_table(AUDIT).unwrap().insert("o|1", b"e").unwrap();
+        let err = tx.open_table(INTENTS).unwrap().insert("o|i", b"x");
+        assert!(err.is_err(), "a control commit wrote an intent");
+        assert!(tx.open_table(INTENTS).unwrap().remove("o|i").is_err());
+        assert!(tx.take_log().is_empty());
+    }
+}
