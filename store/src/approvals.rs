@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 
 use crate::Store;
 use crate::audit;
+use crate::audit_event::{AuditEvent, HumanDecision};
 use crate::decide::{intent_key, load_intent, release_in, reserve_in, save_intent};
 use crate::error::{Result, StoreError};
 use crate::ids::{Actor, IntentId, OrgId, UserId};
@@ -36,7 +37,7 @@ pub enum HumanVerdict {
 }
 
 impl HumanVerdict {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             HumanVerdict::Approve => "approve",
             HumanVerdict::Deny => "deny",
@@ -135,34 +136,34 @@ impl Store {
             .iter()
             .filter(|a| a.verdict == "approve")
             .count() as u32;
-        let kind = match verdict {
+        let kind: fn(HumanDecision) -> AuditEvent = match verdict {
             HumanVerdict::Deny => {
                 intent.status = intent.status.transition(IntentStatus::Denied)?;
                 intent.decided_at = clock.text.clone();
-                "intent.denied"
+                AuditEvent::IntentDenied
             }
             HumanVerdict::Approve if approvals >= intent.approvals_required.max(1) => {
                 intent.status = intent.status.transition(IntentStatus::Approved)?;
                 intent.decided_at = clock.text.clone();
                 intent.reservation = reserve_in(txn, &intent, clock)?;
-                "intent.approved"
+                AuditEvent::IntentApproved
             }
-            HumanVerdict::Approve => "intent.approval_recorded",
+            HumanVerdict::Approve => AuditEvent::IntentApprovalRecorded,
         };
         save_intent(txn, &intent)?;
-        let data = json!({"intent": intent.id, "verdict": verdict.as_str(), "comment": comment,
-                "approvals": approvals, "approvals_required": intent.approvals_required,
-                "status": intent.status.as_str(), "reserved": intent.reservation.as_ref().map(|r| r.amount),
-                "step_up": stepped_up, "member_since": membership.accepted_at,
-                "invited_by": membership.invited_by});
-        audit::append(
-            txn,
-            org,
-            &Actor::User(user.clone()),
-            kind,
-            data,
-            &clock.text,
-        )?;
+        let event = kind(HumanDecision {
+            intent: intent.id.clone(),
+            verdict,
+            comment: comment.clone(),
+            approvals,
+            approvals_required: intent.approvals_required,
+            status: intent.status,
+            reserved: intent.reservation.as_ref().map(|r| r.amount),
+            step_up: stepped_up,
+            member_since: membership.accepted_at,
+            invited_by: membership.invited_by,
+        });
+        audit::append(txn, org, &Actor::User(user.clone()), &event, &clock.text)?;
         Ok(intent)
     }
 
@@ -255,13 +256,15 @@ impl Store {
             intent.reason = format!("cancelled before execution: {why}");
             release_in(txn, &mut intent)?;
             save_intent(txn, &intent)?;
-            let data = json!({"intent": intent.id, "status": "denied", "reason": intent.reason});
+            let event = AuditEvent::IntentCancelled {
+                intent: intent.id.clone(),
+                reason: intent.reason.clone(),
+            };
             audit::append(
                 txn,
                 org,
                 &Actor::System("executor".into()),
-                "intent.cancelled",
-                data,
+                &event,
                 &clock.text,
             )?;
             return Ok(Claim::Cancelled(Box::new(intent)));
@@ -271,13 +274,14 @@ impl Store {
         };
         intent.status = intent.status.transition(IntentStatus::Forwarding)?;
         save_intent(txn, &intent)?;
-        let data = json!({"intent": intent.id, "status": "forwarding", "executor": true});
+        let event = AuditEvent::IntentExecuting {
+            intent: intent.id.clone(),
+        };
         audit::append(
             txn,
             org,
             &Actor::System("executor".into()),
-            "intent.executing",
-            data,
+            &event,
             &clock.text,
         )?;
         Ok(Claim::Execute(Box::new(intent), rail_key))
@@ -362,8 +366,7 @@ pub(crate) fn expire_holds_in(
             txn,
             &org,
             &Actor::System("expiry".into()),
-            "intent.expired",
-            json!({"intent": id}),
+            &AuditEvent::IntentExpired { intent: id.clone() },
             &clock.text,
         )?;
         expired.push(id);

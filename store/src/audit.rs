@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::audit_event::AuditEvent;
 use crate::error::{Result, StoreError};
 use crate::ids::{Actor, OrgId, UserId};
 use crate::tables::{AUDIT, AUDIT_HEADS, USER_AUDIT, USER_AUDIT_HEADS, get_json, put_json};
@@ -97,6 +98,18 @@ pub(crate) fn append(
     txn: &crate::ledger::Tx<'_>,
     org: &OrgId,
     actor: &Actor,
+    event: &AuditEvent,
+    at: &str,
+) -> Result<AuditHead> {
+    append_raw(txn, org, actor, event.kind(), event.data(), at)
+}
+
+/// [`append`] of an already built `kind` and `data`; private so that [`AuditEvent`] is the
+/// only way in.
+fn append_raw(
+    txn: &crate::ledger::Tx<'_>,
+    org: &OrgId,
+    actor: &Actor,
     kind: &str,
     data: Value,
     at: &str,
@@ -140,10 +153,10 @@ pub(crate) fn append_user(
     txn: &crate::ledger::Tx<'_>,
     user: &UserId,
     actor: &Actor,
-    kind: &str,
-    data: Value,
+    event: &AuditEvent,
     at: &str,
 ) -> Result<AuditHead> {
+    let (kind, data) = (event.kind(), event.data());
     let mut heads = txn.open_table(USER_AUDIT_HEADS)?;
     let head: AuditHead = get_json(&heads, user.as_str())?.unwrap_or_else(AuditHead::empty);
     let seq = head.seq + 1;
@@ -563,6 +576,107 @@ mod tests {
         assert!(
             matches!(r, VerifyReport::Broken { first_bad_seq, .. } if first_bad_seq == bad as u64 + 1),
             "{r:?}"
+        );
+    }
+
+    /// Golden bytes: events appended through [`AuditEvent`] are byte for byte what the store
+    /// wrote before the enum (computed outside this codebase: Python's sorted-key compact JSON
+    /// is JCS for this ASCII text, and SHA-256 of it), so chains from before keep verifying and
+    /// keep being extended with the same hashes.
+    #[test]
+    fn typed_events_append_the_bytes_of_before() {
+        use crate::audit_event::{AuditEvent, MemberAdded};
+        use crate::model::Role;
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::Store::open(dir.path(), crate::MasterKey::generate()).unwrap();
+        let org = OrgId::parse("org_1").unwrap();
+        let u1 = UserId::parse("usr_1").unwrap();
+        let u2 = UserId::parse("usr_2").unwrap();
+        let actor = Actor::User(u1.clone());
+        let at = "2026-11-24T09:15:02.123456Z";
+        let created = AuditEvent::OrgCreated {
+            name: "Acme".into(),
+        };
+        let added = AuditEvent::MemberAdded(MemberAdded::Invited {
+            user: u1.clone(),
+            email: "a@example.com".into(),
+            role: Role::Approver,
+            invitation: "inv_1".into(),
+            invited_by: u2.clone(),
+        });
+        let accepted = AuditEvent::UserInvitationAccepted {
+            organization: org.clone(),
+            role: Role::Approver,
+            invitation: "inv_1".into(),
+            invited_by: u2,
+        };
+        let heads = store
+            .write(|txn| {
+                Ok((
+                    append(txn, &org, &actor, &created, at)?,
+                    append(txn, &org, &actor, &added, at)?,
+                    append_user(txn, &u1, &actor, &accepted, at)?,
+                ))
+            })
+            .unwrap();
+        const H1: &str = "edde0f296da3d79d539d7a2fccc294a7080b0d81dcc03b91aff416e1fe4bc851";
+        const H2: &str = "88f144f00a4ac68bb2a4246f0d8fd19aaedba037560bab39963fd0f01bfbd4f5";
+        const HU: &str = "7a0a8fe37293c8f47899f6bf8324496062c43625813e57a5a52baf7e8a042c2c";
+        assert_eq!(
+            heads.0,
+            AuditHead {
+                seq: 1,
+                hash: H1.into()
+            }
+        );
+        assert_eq!(
+            heads.1,
+            AuditHead {
+                seq: 2,
+                hash: H2.into()
+            }
+        );
+        assert_eq!(
+            heads.2,
+            AuditHead {
+                seq: 1,
+                hash: HU.into()
+            }
+        );
+        let r = store.read().unwrap();
+        let events = r.open_table(AUDIT).unwrap();
+        let stored = |t: &redb::ReadOnlyTable<&'static str, &'static [u8]>, k: &str| {
+            String::from_utf8(t.get(k).unwrap().unwrap().value().to_vec()).unwrap()
+        };
+        assert_eq!(
+            stored(&events, "org_1|00000000000000000001"),
+            format!(
+                r#"{{"actor":{{"id":"usr_1","type":"user"}},"at":"{at}","data":{{"name":"Acme"}},"hash":"{H1}","kind":"org.created","org":"org_1","prev":"{GENESIS}","seq":1}}"#
+            )
+        );
+        assert_eq!(
+            stored(&events, "org_1|00000000000000000002"),
+            format!(
+                r#"{{"actor":{{"id":"usr_1","type":"user"}},"at":"{at}","data":{{"email":"a@example.com","invitation":"inv_1","invited_by":"usr_2","role":"approver","user":"usr_1"}},"hash":"{H2}","kind":"member.added","org":"org_1","prev":"{H1}","seq":2}}"#
+            )
+        );
+        assert_eq!(
+            stored(
+                &r.open_table(USER_AUDIT).unwrap(),
+                "usr_1|00000000000000000001"
+            ),
+            format!(
+                r#"{{"actor":{{"id":"usr_1","type":"user"}},"at":"{at}","data":{{"invitation":"inv_1","invited_by":"usr_2","organization":"org_1","role":"approver"}},"hash":"{HU}","kind":"user.invitation_accepted","prev":"{GENESIS}","seq":1,"user":"usr_1"}}"#
+            )
+        );
+        let report = verify_events(raw_events(&events, &org).unwrap(), Some(&heads.1)).unwrap();
+        assert_eq!(
+            report,
+            VerifyReport::Ok {
+                ok: true,
+                events: 2,
+                head: heads.1
+            }
         );
     }
 

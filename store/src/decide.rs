@@ -2,11 +2,11 @@
 
 use policies::{EvalInput, OperationClass, Outcome, RequestFacts, SpendContext, Verdict};
 use redb::ReadableTable;
-use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::Store;
 use crate::audit;
+use crate::audit_event::{AuditEvent, DecisionEvent, UnknownCause, UpstreamResult};
 use crate::error::{Result, StoreError};
 use crate::ids::{Actor, AgentId, IntentId, OrgId};
 use crate::ledger::Tx;
@@ -249,8 +249,11 @@ impl Store {
                 intent.status = intent.status.transition(IntentStatus::Forwarding)?;
                 save_intent(txn, &intent)?;
                 let actor = Actor::Agent(intent.agent.clone());
-                let data = json!({"intent": intent.id, "status": "forwarding", "attempt": intent.attempts + 1});
-                audit::append(txn, org, &actor, "intent.retry", data, &clock.text)?;
+                let event = AuditEvent::IntentRetry {
+                    intent: intent.id.clone(),
+                    attempt: intent.attempts + 1,
+                };
+                audit::append(txn, org, &actor, &event, &clock.text)?;
                 Ok(Decision::Forward {
                     intent: Box::new(intent),
                     rail_key,
@@ -327,21 +330,31 @@ impl Store {
             intent.reservation = reserve_in(txn, &intent, clock)?;
         }
         insert_new_intent(txn, &intent)?;
-        let data = json!({
-            "intent": intent.id, "agent": intent.agent, "operation": intent.operation,
-            "method": intent.method, "path": intent.path, "amount": intent.amount,
-            "currency": intent.currency, "counterparty": intent.counterparty,
-            "account": intent.account, "class": intent.class, "valued": intent.valued,
-            "outcome": verdict.outcome, "status": intent.status.as_str(), "policies": verdict.policies,
-            "caps": verdict.caps, "reason": verdict.reason, "errors": verdict.errors,
-            "reserved": intent.reservation.as_ref().map(|r| r.amount),
+        let event = AuditEvent::Decision(DecisionEvent {
+            intent: intent.id.clone(),
+            agent: intent.agent.clone(),
+            operation: intent.operation.clone(),
+            method: intent.method.clone(),
+            path: intent.path.clone(),
+            amount: intent.amount,
+            currency: intent.currency.clone(),
+            counterparty: intent.counterparty.clone(),
+            account: intent.account.clone(),
+            class: intent.class,
+            valued: intent.valued,
+            outcome: verdict.outcome,
+            status: intent.status,
+            policies: verdict.policies.clone(),
+            caps: verdict.caps.clone(),
+            reason: verdict.reason.clone(),
+            errors: verdict.errors.clone(),
+            reserved: intent.reservation.as_ref().map(|r| r.amount),
         });
         audit::append(
             txn,
             &intent.org,
             &Actor::Agent(intent.agent.clone()),
-            "decision",
-            data,
+            &event,
             &clock.text,
         )?;
         Ok(intent)
@@ -561,15 +574,30 @@ pub(crate) fn settle_in(
             .insert(&format!("{org}|{object}"), intent.id.as_str().as_bytes())?;
     }
     save_intent(txn, &intent)?;
-    let kind = format!("intent.{}", next.as_str());
-    let data = json!({"intent": intent.id, "status": next.as_str(), "upstream_status": code,
-        "error": error, "upstream_id": intent.upstream_id, "attempt": intent.attempts});
+    let result = UpstreamResult {
+        intent: intent.id.clone(),
+        upstream_status: code,
+        error,
+        upstream_id: intent.upstream_id.clone(),
+        attempt: intent.attempts,
+    };
+    let event = match next {
+        IntentStatus::Succeeded => AuditEvent::IntentSucceeded(result),
+        IntentStatus::Failed => AuditEvent::IntentFailed(result),
+        IntentStatus::Unknown => AuditEvent::IntentUnknown(UnknownCause::Upstream(result)),
+        // `status_after` gives only the three above.
+        other => {
+            return Err(StoreError::Corrupt(format!(
+                "no upstream result leads to {}",
+                other.as_str()
+            )));
+        }
+    };
     audit::append(
         txn,
         org,
         &Actor::System("upstream".into()),
-        &kind,
-        data,
+        &event,
         &clock.text,
     )?;
     Ok(intent)
@@ -690,13 +718,14 @@ pub(crate) fn recover_in_flight_in(txn: &Tx<'_>, clock: &Clock) -> Result<usize>
             get_json(&txn.open_table(INTENTS)?, key)?.ok_or(StoreError::NotFound("intent"))?;
         intent.status = intent.status.transition(IntentStatus::Unknown)?;
         save_intent(txn, &intent)?;
-        let data = json!({"intent": intent.id, "status": "unknown", "reason": "guard restarted while forwarding"});
+        let event = AuditEvent::IntentUnknown(UnknownCause::Restarted {
+            intent: intent.id.clone(),
+        });
         audit::append(
             txn,
             &intent.org,
             &Actor::System("recovery".into()),
-            "intent.unknown",
-            data,
+            &event,
             &clock.text,
         )?;
     }

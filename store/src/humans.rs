@@ -13,12 +13,12 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::Store;
 use crate::audit;
+use crate::audit_event::AuditEvent;
 use crate::error::{Result, StoreError};
 use crate::ids::{Actor, OrgId, UserId, random_bytes, random_hex};
 use crate::model::{Org, User};
@@ -66,7 +66,7 @@ pub enum SignInFactor {
 }
 
 impl SignInFactor {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             SignInFactor::Password => "password",
             SignInFactor::Totp => "totp",
@@ -278,14 +278,9 @@ fn load_secrets(
 /// A change to a user's own credentials goes to the user's own trail (`GET /api/v1/me/audit`),
 /// not to the organizations they belong to: an organization that added them never receives
 /// events about their account.
-fn audit_user_event(
-    txn: &crate::ledger::Tx<'_>,
-    user: &UserId,
-    kind: &str,
-    data: Value,
-) -> Result<()> {
+fn audit_user_event(txn: &crate::ledger::Tx<'_>, user: &UserId, event: &AuditEvent) -> Result<()> {
     let actor = Actor::User(user.clone());
-    audit::append_user(txn, user, &actor, kind, data, &now().text).map(|_| ())
+    audit::append_user(txn, user, &actor, event, &now().text).map(|_| ())
 }
 
 /// Delete every personal API token of `user` (optionally only those bound to `org`); returns
@@ -433,9 +428,12 @@ impl Store {
             drop(users);
             let ended = end_sessions_in(txn, user, keep_session)?;
             let tokens = revoke_tokens_in(txn, user, None)?;
-            let data = json!({"user": user, "other_sessions_ended": ended,
-                "api_tokens_revoked": tokens});
-            audit_user_event(txn, user, "user.password_changed", data)
+            let event = AuditEvent::UserPasswordChanged {
+                user: user.clone(),
+                other_sessions_ended: ended,
+                api_tokens_revoked: tokens,
+            };
+            audit_user_event(txn, user, &event)
         })
     }
 }
@@ -485,9 +483,12 @@ impl Store {
             put_json(&mut sessions, &hash, &rec)?;
             drop(sessions);
             if let Some(org) = &org {
-                let data = json!({"user": user, "factor": factor.as_str()});
+                let event = AuditEvent::UserSignedIn {
+                    user: user.clone(),
+                    factor,
+                };
                 let actor = Actor::User(user.clone());
-                audit::append(txn, org, &actor, "user.signed_in", data, &now().text)?;
+                audit::append(txn, org, &actor, &event, &now().text)?;
             }
             Ok(raw)
         })
@@ -624,7 +625,11 @@ impl Store {
             s.recovery = digests;
             put_json(&mut table, user.as_str(), &s)?;
             drop(table);
-            audit_user_event(txn, user, "user.2fa_enabled", json!({"user": user}))?;
+            audit_user_event(
+                txn,
+                user,
+                &AuditEvent::User2faEnabled { user: user.clone() },
+            )?;
             Ok(codes)
         })
     }
@@ -697,8 +702,11 @@ impl Store {
             }
             txn.open_table(USER_SECRETS)?.remove(user.as_str())?;
             let tokens = revoke_tokens_in(txn, user, None)?;
-            let data = json!({"user": user, "api_tokens_revoked": tokens});
-            audit_user_event(txn, user, "user.2fa_disabled", data)
+            let event = AuditEvent::User2faDisabled {
+                user: user.clone(),
+                api_tokens_revoked: tokens,
+            };
+            audit_user_event(txn, user, &event)
         })
     }
 
@@ -719,8 +727,8 @@ impl Store {
             s.recovery = digests;
             put_json(&mut table, user.as_str(), &s)?;
             drop(table);
-            let data = json!({"user": user});
-            audit_user_event(txn, user, "user.recovery_codes_regenerated", data)?;
+            let event = AuditEvent::UserRecoveryCodesRegenerated { user: user.clone() };
+            audit_user_event(txn, user, &event)?;
             Ok(codes)
         })
     }
@@ -798,9 +806,13 @@ impl Store {
             };
             put_json(&mut table, &id, &rec)?;
             drop(table);
-            let data = json!({"user": user, "token_id": id, "name": name});
+            let event = AuditEvent::UserTokenCreated {
+                user: user.clone(),
+                token_id: id.clone(),
+                name: name.to_string(),
+            };
             let actor = Actor::User(user.clone());
-            audit::append(txn, org, &actor, "user.token_created", data, &t.text)?;
+            audit::append(txn, org, &actor, &event, &t.text)?;
             Ok((UserToken::new(&id, rec), token))
         })
     }
@@ -858,9 +870,12 @@ impl Store {
             if let Some(org) = &rec.org
                 && load_org(txn, org).is_ok()
             {
-                let data = json!({"user": user, "token_id": id});
+                let event = AuditEvent::UserTokenRevoked {
+                    user: user.clone(),
+                    token_id: id.to_string(),
+                };
                 let actor = Actor::User(user.clone());
-                audit::append(txn, org, &actor, "user.token_revoked", data, &now().text)?;
+                audit::append(txn, org, &actor, &event, &now().text)?;
             }
             Ok(())
         })
@@ -886,6 +901,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::MasterKey;
+    use serde_json::Value;
 
     const PASSWORD: &str = "correct-horse-42";
     /// 2026-11-24T09:15:00Z, a step boundary.

@@ -12,12 +12,12 @@
 
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::Store;
 use crate::audit;
+use crate::audit_event::{AuditEvent, MemberAdded};
 use crate::error::{Result, StoreError};
 use crate::ids::{Actor, OrgId, UserId, random_hex};
 use crate::model::{Membership, Role, User};
@@ -266,16 +266,13 @@ impl Store {
                 .insert(&token_id, key.as_bytes())?;
             let v = view(&users, &rec, clock.unix)?;
             drop((users, invitations));
-            let data = json!({"invitation": rec.id, "email": email, "role": role,
-                "expires_at": v.expires_at});
-            audit::append(
-                txn,
-                org,
-                &Actor::User(inviter.clone()),
-                "member.invited",
-                data,
-                &clock.text,
-            )?;
+            let event = AuditEvent::MemberInvited {
+                invitation: rec.id.clone(),
+                email: email.clone(),
+                role,
+                expires_at: v.expires_at.clone(),
+            };
+            audit::append(txn, org, &Actor::User(inviter.clone()), &event, &clock.text)?;
             Ok((v, token))
         })
     }
@@ -325,15 +322,11 @@ impl Store {
             txn.open_table(INVITATION_TOKENS)?.remove(&rec.token_id)?;
             let v = view(&txn.open_table(USERS)?, &rec, clock.unix)?;
             drop(invitations);
-            let data = json!({"invitation": rec.id, "email": rec.email});
-            audit::append(
-                txn,
-                org,
-                actor,
-                "member.invitation_revoked",
-                data,
-                &clock.text,
-            )?;
+            let event = AuditEvent::MemberInvitationRevoked {
+                invitation: rec.id.clone(),
+                email: rec.email.clone(),
+            };
+            audit::append(txn, org, actor, &event, &clock.text)?;
             Ok(v)
         })
     }
@@ -470,23 +463,27 @@ impl Store {
             )?;
             txn.open_table(INVITATION_TOKENS)?.remove(&rec2.token_id)?;
             let actor = Actor::User(user.id.clone());
-            let data = json!({"user": user.id, "email": user.email, "role": rec2.role,
-                "invitation": rec2.id, "invited_by": rec2.invited_by});
-            audit::append(txn, &org, &actor, "member.added", data, &clock.text)?;
+            let event = AuditEvent::MemberAdded(MemberAdded::Invited {
+                user: user.id.clone(),
+                email: user.email.clone(),
+                role: rec2.role,
+                invitation: rec2.id.clone(),
+                invited_by: rec2.invited_by.clone(),
+            });
+            audit::append(txn, &org, &actor, &event, &clock.text)?;
             if new_account {
-                let data = json!({"email": user.email});
-                audit::append_user(txn, &user.id, &actor, "user.created", data, &clock.text)?;
+                let event = AuditEvent::UserCreated {
+                    email: user.email.clone(),
+                };
+                audit::append_user(txn, &user.id, &actor, &event, &clock.text)?;
             }
-            let data = json!({"organization": org, "role": rec2.role, "invitation": rec2.id,
-                "invited_by": rec2.invited_by});
-            audit::append_user(
-                txn,
-                &user.id,
-                &actor,
-                "user.invitation_accepted",
-                data,
-                &clock.text,
-            )?;
+            let event = AuditEvent::UserInvitationAccepted {
+                organization: org.clone(),
+                role: rec2.role,
+                invitation: rec2.id.clone(),
+                invited_by: rec2.invited_by.clone(),
+            };
+            audit::append_user(txn, &user.id, &actor, &event, &clock.text)?;
             Ok(Accepted {
                 organization_id: org,
                 user_id: user.id,

@@ -9,6 +9,7 @@
 mod admin_idempotency;
 mod approvals;
 mod audit;
+mod audit_event;
 mod crypto;
 mod decide;
 mod error;
@@ -43,6 +44,9 @@ pub use admin_idempotency::{
 };
 pub use approvals::{Claim, HumanVerdict};
 pub use audit::{AuditHead, GENESIS, VerifyReport, check_event};
+pub use audit_event::{
+    AuditEvent, CapChange, DecisionEvent, HumanDecision, MemberAdded, UnknownCause, UpstreamResult,
+};
 pub use crypto::{
     DATA_DIR_KEY_FILE, KeyLocation, MasterKey, check_key_file, load_master_key, replace_key_file,
     write_key_file,

@@ -5,10 +5,11 @@
 use policies::Cap;
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::Store;
 use crate::audit;
+use crate::audit_event::{AuditEvent, CapChange, MemberAdded};
 use crate::error::{Result, StoreError};
 use crate::ids::{Actor, AgentId, OrgId, UserId, random_hex};
 use crate::model::{Agent, Membership, Org, PolicyVersion, Role, User};
@@ -149,8 +150,9 @@ impl Store {
                 txn,
                 &org.id,
                 &actor,
-                "member.added",
-                json!({"user": owner, "role": "owner"}),
+                &AuditEvent::MemberAdded(MemberAdded::Creator {
+                    user: owner.clone(),
+                }),
                 &now().text,
             )?;
             Ok(())
@@ -163,7 +165,7 @@ impl Store {
     pub fn delete_org(&self, org: &OrgId, actor: &Actor) -> Result<()> {
         self.write(|txn| {
             load_org(txn, org)?;
-            audit::append(txn, org, actor, "org.deleted", json!({}), &now().text)?;
+            audit::append(txn, org, actor, &AuditEvent::OrgDeleted, &now().text)?;
             txn.open_table(ORGS)?.remove(org.as_str())?;
             let mut members = txn.open_table(MEMBERS)?;
             let keys: Vec<String> = {
@@ -191,8 +193,12 @@ impl Store {
             let mut o = load_org(txn, org)?;
             o.frozen = frozen;
             save_org(txn, &o)?;
-            let kind = if frozen { "org.frozen" } else { "org.unfrozen" };
-            audit::append(txn, org, actor, kind, json!({}), &now().text)?;
+            let event = if frozen {
+                AuditEvent::OrgFrozen
+            } else {
+                AuditEvent::OrgUnfrozen
+            };
+            audit::append(txn, org, actor, &event, &now().text)?;
             Ok(o)
         })
     }
@@ -220,9 +226,11 @@ impl Store {
                 o.require_2fa_for_approvals = r;
             }
             save_org(txn, &o)?;
-            let data =
-                json!({"name": o.name, "require_2fa_for_approvals": o.require_2fa_for_approvals});
-            audit::append(txn, org, actor, "org.updated", data, &now().text)?;
+            let event = AuditEvent::OrgUpdated {
+                name: o.name.clone(),
+                require_2fa_for_approvals: o.require_2fa_for_approvals,
+            };
+            audit::append(txn, org, actor, &event, &now().text)?;
             Ok(o)
         })
     }
@@ -282,8 +290,11 @@ impl Store {
                 txn,
                 org,
                 actor,
-                "member.role_changed",
-                json!({"user": user, "from": from, "to": role}),
+                &AuditEvent::MemberRoleChanged {
+                    user: user.clone(),
+                    from,
+                    to: role,
+                },
                 &now().text,
             )?;
             let users = txn.open_table(USERS)?;
@@ -332,8 +343,10 @@ impl Store {
                 txn,
                 org,
                 actor,
-                "member.removed",
-                json!({"user": user, "api_tokens_revoked": tokens}),
+                &AuditEvent::MemberRemoved {
+                    user: user.clone(),
+                    api_tokens_revoked: tokens,
+                },
                 &now().text,
             )?;
             Ok(())
@@ -382,8 +395,7 @@ impl Store {
                 txn,
                 org,
                 actor,
-                "agent.token_rotated",
-                json!({"agent": id}),
+                &AuditEvent::AgentTokenRotated { agent: id.clone() },
                 &now().text,
             )?;
             Ok((a, token))
@@ -424,8 +436,7 @@ impl Store {
                 txn,
                 org,
                 actor,
-                "policy.activated",
-                json!({"version": version}),
+                &AuditEvent::PolicyActivated { version },
                 &now().text,
             )?;
             Ok(version)
@@ -459,8 +470,7 @@ impl Store {
                 txn,
                 org,
                 actor,
-                "cap.changed",
-                json!({"change": "updated", "cap": cap}),
+                &AuditEvent::CapChanged(CapChange::Updated(cap.clone())),
                 &now().text,
             )?;
             Ok(cap)
@@ -480,8 +490,9 @@ impl Store {
                 txn,
                 org,
                 actor,
-                "cap.changed",
-                json!({"change": "deleted", "cap": id}),
+                &AuditEvent::CapChanged(CapChange::Deleted {
+                    cap: id.to_string(),
+                }),
                 &now().text,
             )?;
             Ok(())
@@ -504,8 +515,8 @@ impl Store {
 
     /// Append an audit event for a change made outside the store's own functions (e.g. a
     /// simulation is not one; a sign-in is).
-    pub fn audit_note(&self, org: &OrgId, actor: &Actor, kind: &str, data: Value) -> Result<()> {
-        self.write(|txn| audit::append(txn, org, actor, kind, data, &now().text).map(|_| ()))
+    pub fn audit_note(&self, org: &OrgId, actor: &Actor, event: &AuditEvent) -> Result<()> {
+        self.write(|txn| audit::append(txn, org, actor, event, &now().text).map(|_| ()))
     }
 }
 

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use crate::Store;
 use crate::audit;
+use crate::audit_event::AuditEvent;
 use crate::crypto::MasterKey;
 use crate::error::{Result, StoreError};
 use crate::ids::{Actor, OrgId};
@@ -213,20 +214,13 @@ impl Store {
             };
             for org in orgs {
                 let counts = per_org.remove(&org).unwrap_or_else(|| json!({}));
-                let data = json!({
-                    "rail_keys": counts["rail_keys"].as_u64().unwrap_or(0),
-                    "webhook_secrets": counts["webhook_secrets"].as_u64().unwrap_or(0),
-                });
+                let event = AuditEvent::SecretsMasterKeyRotated {
+                    rail_keys: counts["rail_keys"].as_u64().unwrap_or(0),
+                    webhook_secrets: counts["webhook_secrets"].as_u64().unwrap_or(0),
+                };
                 let id = OrgId::parse(&org)
                     .ok_or_else(|| StoreError::Corrupt(format!("organization id {org:?}")))?;
-                audit::append(
-                    txn,
-                    &id,
-                    actor,
-                    "secrets.master_key_rotated",
-                    data,
-                    &at.text,
-                )?;
+                audit::append(txn, &id, actor, &event, &at.text)?;
                 report.organizations += 1;
             }
             Ok(report)

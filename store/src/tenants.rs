@@ -6,11 +6,12 @@ use std::sync::Arc;
 use policies::{Cap, CapInterval, CapScope, CompiledPolicies, Currency, OnExceed};
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::audit;
+use crate::audit_event::{AuditEvent, CapChange, MemberAdded};
 use crate::error::{Result, StoreError};
 use crate::ids::{Actor, AgentId, CapId, OrgId, UserId, random_hex};
 use crate::model::{
@@ -127,8 +128,9 @@ impl Store {
             txn,
             &org.id,
             actor,
-            "org.created",
-            json!({"name": org.name}),
+            &AuditEvent::OrgCreated {
+                name: org.name.clone(),
+            },
             &t.text,
         )?;
         self.store_policy_in(txn, &org.id, policies::DEFAULT_POLICY_TEXT, actor)?;
@@ -162,8 +164,11 @@ impl Store {
                 &m,
             )?;
             let t = now();
-            let data = json!({"user": user.id, "email": user.email, "role": "owner"});
-            audit::append(txn, &org.id, &actor, "member.added", data, &t.text)?;
+            let event = AuditEvent::MemberAdded(MemberAdded::Bootstrap {
+                user: user.id.clone(),
+                email: user.email.clone(),
+            });
+            audit::append(txn, &org.id, &actor, &event, &t.text)?;
             Ok((org, user))
         })
     }
@@ -231,8 +236,11 @@ impl Store {
                 agent: agent.id.clone(),
             };
             put_json(&mut txn.open_table(AGENT_TOKENS)?, &token_id, &tref)?;
-            let data = json!({"agent": agent.id, "name": agent.name});
-            audit::append(txn, org, actor, "agent.created", data, &t.text)?;
+            let event = AuditEvent::AgentCreated {
+                agent: agent.id.clone(),
+                name: agent.name.clone(),
+            };
+            audit::append(txn, org, actor, &event, &t.text)?;
             Ok((agent, token))
         })
     }
@@ -258,12 +266,18 @@ impl Store {
             if status == AgentStatus::Revoked {
                 txn.open_table(AGENT_TOKENS)?.remove(a.token_id.as_str())?;
             }
-            let kind = match status {
-                AgentStatus::Active => "agent.unfrozen",
-                AgentStatus::Frozen => "agent.frozen",
-                AgentStatus::Revoked => "agent.revoked",
+            let event = match status {
+                AgentStatus::Active => AuditEvent::AgentUnfrozen {
+                    agent: agent.clone(),
+                },
+                AgentStatus::Frozen => AuditEvent::AgentFrozen {
+                    agent: agent.clone(),
+                },
+                AgentStatus::Revoked => AuditEvent::AgentRevoked {
+                    agent: agent.clone(),
+                },
             };
-            audit::append(txn, org, actor, kind, json!({"agent": agent}), &now().text)?;
+            audit::append(txn, org, actor, &event, &now().text)?;
             Ok(a)
         })
     }
@@ -345,8 +359,10 @@ impl Store {
             txn,
             org,
             actor,
-            "policy.updated",
-            json!({"version": version, "sha256": digest}),
+            &AuditEvent::PolicyUpdated {
+                version,
+                sha256: digest,
+            },
             &t.text,
         )?;
         Ok(version)
@@ -415,8 +431,7 @@ impl Store {
                 txn,
                 org,
                 actor,
-                "cap.changed",
-                json!({"change": "added", "cap": cap}),
+                &AuditEvent::CapChanged(CapChange::Added(cap.clone())),
                 &now().text,
             )?;
             Ok(cap)
@@ -468,8 +483,10 @@ impl Store {
                 txn,
                 org,
                 actor,
-                "rail.updated",
-                json!({"mode": mode, "last4": last4}),
+                &AuditEvent::RailUpdated {
+                    mode: mode.to_string(),
+                    last4: last4.clone(),
+                },
                 &t.text,
             )?;
             Ok(RailInfo {

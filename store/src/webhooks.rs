@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use crate::Store;
 use crate::audit::{self, AuditHead};
+use crate::audit_event::AuditEvent;
 use crate::error::{Result, StoreError};
 use crate::ids::{Actor, OrgId, random_hex};
 use crate::tables::*;
@@ -262,8 +263,11 @@ impl Store {
                 txn,
                 org,
                 actor,
-                "webhook.created",
-                json!({"webhook": ep.id, "url": ep.url, "events": ep.events}),
+                &AuditEvent::WebhookCreated {
+                    webhook: ep.id.clone(),
+                    url: ep.url.clone(),
+                    events: ep.events.clone(),
+                },
                 &t.text,
             )?;
             Ok(ep)
@@ -320,8 +324,12 @@ impl Store {
                 txn,
                 org,
                 actor,
-                "webhook.updated",
-                json!({"webhook": id, "url": ep.url, "events": ep.events, "enabled": ep.enabled}),
+                &AuditEvent::WebhookUpdated {
+                    webhook: id.to_string(),
+                    url: ep.url.clone(),
+                    events: ep.events.clone(),
+                    enabled: ep.enabled,
+                },
                 &now().text,
             )?;
             if disabling {
@@ -344,8 +352,9 @@ impl Store {
                 txn,
                 org,
                 actor,
-                "webhook.deleted",
-                json!({"webhook": id}),
+                &AuditEvent::WebhookDeleted {
+                    webhook: id.to_string(),
+                },
                 &now().text,
             )?;
             abandon_pending_in(txn, org, id, "endpoint deleted", actor)?;
@@ -378,8 +387,10 @@ impl Store {
                 txn,
                 org,
                 actor,
-                "webhook.secret_rotated",
-                json!({"webhook": id, "overlap_secs": overlap_secs}),
+                &AuditEvent::WebhookSecretRotated {
+                    webhook: id.to_string(),
+                    overlap_secs,
+                },
                 &clock.text,
             )?;
             Ok(ep)
@@ -443,8 +454,10 @@ impl Store {
                 txn,
                 org,
                 actor,
-                "webhook.delivery_retried",
-                json!({"webhook": endpoint, "delivery": id}),
+                &AuditEvent::WebhookDeliveryRetried {
+                    webhook: endpoint.to_string(),
+                    delivery: id.to_string(),
+                },
                 &now().text,
             )?;
             Ok(d)
@@ -573,17 +586,14 @@ impl Store {
                 } else {
                     "endpoint deleted"
                 };
-                let data = json!({"webhook": endpoint, "delivery": id, "reason": reason});
+                let event = AuditEvent::WebhookDeliveryAbandoned {
+                    webhook: endpoint.to_string(),
+                    delivery: id.to_string(),
+                    reason: reason.to_string(),
+                };
                 abandon_in(txn, d, reason)?;
                 let system = Actor::System("webhooks".into());
-                audit::append(
-                    txn,
-                    org,
-                    &system,
-                    "webhook.delivery_abandoned",
-                    data,
-                    &now().text,
-                )?;
+                audit::append(txn, org, &system, &event, &now().text)?;
                 return Ok(None);
             }
         };
@@ -621,11 +631,14 @@ impl Store {
     ) -> Result<Delivery> {
         self.write(|txn| {
             let key = format!("{org}|{endpoint}|{id}");
-            let mut d: Delivery = get_json(&txn.open_table(DELIVERIES)?, &key)?.ok_or(StoreError::NotFound("delivery"))?;
+            let mut d: Delivery = get_json(&txn.open_table(DELIVERIES)?, &key)?
+                .ok_or(StoreError::NotFound("delivery"))?;
             if let Some(old) = d.next_attempt_ms.take() {
-                txn.open_table(DELIVERY_QUEUE)?.remove(queue_key(old, org, endpoint, id).as_str())?;
+                txn.open_table(DELIVERY_QUEUE)?
+                    .remove(queue_key(old, org, endpoint, id).as_str())?;
             }
-            let ok = attempt.status.is_some_and(|s| (200..300).contains(&s)) && attempt.error.is_none();
+            let ok =
+                attempt.status.is_some_and(|s| (200..300).contains(&s)) && attempt.error.is_none();
             let health = self.track_endpoint_health(txn, org, endpoint, ok, policy)?;
             d.attempts.push(attempt.clone());
             if ok {
@@ -640,19 +653,39 @@ impl Store {
             } else if d.attempts.len() >= policy.max_attempts {
                 d.state = "failed".into();
             } else {
-                let due = attempt.at_ms.saturating_add(policy.delay_ms(d.attempts.len(), jitter));
+                let due = attempt
+                    .at_ms
+                    .saturating_add(policy.delay_ms(d.attempts.len(), jitter));
                 d.next_attempt_ms = Some(due);
-                txn.open_table(DELIVERY_QUEUE)?.insert(queue_key(due, org, endpoint, id).as_str(), [].as_slice())?;
+                txn.open_table(DELIVERY_QUEUE)?
+                    .insert(queue_key(due, org, endpoint, id).as_str(), [].as_slice())?;
             }
             put_json(&mut txn.open_table(DELIVERIES)?, &key, &d)?;
-            let data = json!({"webhook": endpoint, "delivery": id, "event": d.event_id, "attempt": d.attempts.len(),
-                "status": attempt.status, "duration_ms": attempt.duration_ms, "error": attempt.error, "state": d.state});
+            let event = AuditEvent::WebhookDeliveryAttempted {
+                webhook: endpoint.to_string(),
+                delivery: id.to_string(),
+                event: d.event_id.clone(),
+                attempt: d.attempts.len(),
+                status: attempt.status,
+                duration_ms: attempt.duration_ms,
+                error: attempt.error.clone(),
+                state: d.state.clone(),
+            };
             let system = Actor::System("webhooks".into());
-            audit::append(txn, org, &system, "webhook.delivery_attempted", data, &now().text)?;
+            audit::append(txn, org, &system, &event, &now().text)?;
             if let Health::JustDisabled(reason) = &health {
-                let data = json!({"webhook": endpoint, "reason": reason});
-                audit::append(txn, org, &system, "webhook.disabled", data, &now().text)?;
-                abandon_pending_in(txn, org, endpoint, "endpoint disabled after repeated failures", &system)?;
+                let event = AuditEvent::WebhookDisabled {
+                    webhook: endpoint.to_string(),
+                    reason: reason.clone(),
+                };
+                audit::append(txn, org, &system, &event, &now().text)?;
+                abandon_pending_in(
+                    txn,
+                    org,
+                    endpoint,
+                    "endpoint disabled after repeated failures",
+                    &system,
+                )?;
             }
             Ok(d)
         })
@@ -755,8 +788,11 @@ fn abandon_pending_in(
         txn,
         org,
         actor,
-        "webhook.deliveries_abandoned",
-        json!({"webhook": endpoint, "count": count, "reason": reason}),
+        &AuditEvent::WebhookDeliveriesAbandoned {
+            webhook: endpoint.to_string(),
+            count,
+            reason: reason.to_string(),
+        },
         &now().text,
     )?;
     Ok(())
