@@ -12,7 +12,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType};
 use policies::{FactsError, FormLimits, Lookups, Outcome, RawRequest, RequestFacts};
 use store::{
-    AuthedAgent, Committer, Decision, DecisionRequest, Intent, IntentStatus, OrgId, Store,
+    Agent, AuthedAgent, Committer, Decision, DecisionRequest, Intent, IntentStatus, OrgId, Store,
     StoredResponse,
 };
 use store::{IntentEvents, UpstreamOutcome};
@@ -270,7 +270,7 @@ impl Guard {
         };
         let wait = prefer_wait(session).map(|w| w.min(self.settings.max_hold_wait_secs));
         let (query, headers, body) = (req.query.clone(), req.headers.clone(), req.body.clone());
-        let decision = self.decide(req).await?;
+        let decision = self.decide(&agent.agent, req).await?;
         match decision {
             Decision::Forward { intent, rail_key } => {
                 let exact = ExactRequest {
@@ -383,14 +383,14 @@ impl Guard {
 
     /// Decide; when the key is in flight, wait (bounded) for the first request to settle and
     /// decide again, so a quick retry gets the stored outcome rather than a 409.
-    async fn decide(&self, req: DecisionRequest) -> Result<Decision, GuardError> {
+    async fn decide(&self, agent: &Agent, req: DecisionRequest) -> Result<Decision, GuardError> {
         let deadline =
             tokio::time::Instant::now() + Duration::from_millis(self.settings.in_flight_wait_ms);
         loop {
             let mut sub = self.events.subscribe();
             let decision = self
                 .committer
-                .decide(req.clone())
+                .decide_for(agent, req.clone())
                 .await
                 .map_err(Self::store_failed)?;
             let Decision::InFlight(id) = &decision else {

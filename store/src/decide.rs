@@ -15,7 +15,6 @@ use crate::model::{
 };
 use crate::spend;
 use crate::tables::*;
-use crate::tenants::load_org;
 use crate::time_util::{Clock, now};
 
 /// A mutation an authenticated agent asks for.
@@ -164,12 +163,8 @@ impl Store {
         req: &DecisionRequest,
         clock: &Clock,
     ) -> Result<Decision> {
-        let org = load_org(txn, &req.org)?;
-        let agent: Agent = get_json(
-            &txn.open_table(AGENTS)?,
-            &format!("{}|{}", req.org, req.agent),
-        )?
-        .ok_or(StoreError::NotFound("agent"))?;
+        let org = self.hot_org(txn, &req.org)?;
+        let agent = self.hot_agent(txn, &req.org, &req.agent)?;
         if org.frozen || agent.status != AgentStatus::Active {
             return Ok(Decision::Frozen);
         }
@@ -186,7 +181,8 @@ impl Store {
         if let Some(rec) = existing {
             return self.replay_in(txn, &req.org, rec, &digest, clock);
         }
-        let Some((rail_key, livemode)) = self.rail_key_in(txn, &req.org)? else {
+        let rail = self.hot_rail(txn, &req.org)?;
+        let Some((rail_key, livemode)) = rail.as_ref().clone() else {
             return Ok(Decision::RailNotConfigured);
         };
         let counted_here;
@@ -275,7 +271,7 @@ impl Store {
     ) -> Result<Verdict> {
         let facts = &req.facts;
         let policy_set = self.active_policies(|| txn.open_table(POLICY_VERSIONS), org)?;
-        let caps: Vec<policies::Cap> = scan_json(&txn.open_table(CAPS)?, &format!("{}|", org.id))?;
+        let caps = self.hot_caps(txn, &org.id)?;
         let spend_t = txn.open_table(SPEND)?;
         let money = spend::view(&spend_t, &caps, &org.id, &agent.id, facts, clock.unix)?;
         drop(spend_t);

@@ -96,6 +96,11 @@ pub struct Store {
     /// Set when a log append failed: the log's state is unknown (a failed fsync cannot be
     /// retried safely), so nothing is written any more until a restart recovers.
     poisoned: AtomicBool,
+    /// Bumped by every control-plane commit, under redb's write lock, before it commits: the
+    /// writer's hot state is valid while this stays what it was filled under (ledger/hot.rs).
+    control_generation: std::sync::atomic::AtomicU64,
+    /// Control-plane records the writer reads on every decision, decoded once.
+    hot: Mutex<ledger::hot::Hot>,
     /// Commit statistics.
     pub metrics: StoreMetrics,
 }
@@ -140,6 +145,8 @@ impl Store {
             path,
             wal: Mutex::new(Some(wal)),
             poisoned: AtomicBool::new(false),
+            control_generation: std::sync::atomic::AtomicU64::new(0),
+            hot: Mutex::new(ledger::hot::Hot::default()),
             metrics: StoreMetrics::default(),
         };
         store.check_or_record_master_key()?;
@@ -179,6 +186,8 @@ impl Store {
         // thread waited for it.
         self.check_poisoned()?;
         let out = f(&ledger::Tx::control(&txn))?;
+        // Before the commit, under the write lock: the writer's next transaction sees it.
+        self.control_generation.fetch_add(1, Ordering::SeqCst);
         txn.commit()?;
         self.metrics.record_commit(1, started.elapsed());
         Ok(out)

@@ -16,6 +16,7 @@
 //! tokens) are not ledger state: they are durable `Store::write` commits, which may not write a
 //! ledger table (`tx.rs` refuses it).
 
+pub(crate) mod hot;
 pub(crate) mod tx;
 pub(crate) mod wal;
 pub(crate) mod writer;

@@ -28,7 +28,7 @@ use crate::approvals::{Claim, HumanVerdict};
 use crate::decide::{Decision, DecisionRequest, UpstreamOutcome};
 use crate::error::{Result, StoreError};
 use crate::ids::{IntentId, OrgId, UserId};
-use crate::model::Intent;
+use crate::model::{Agent, Intent};
 use crate::time_util::now;
 
 /// Bounds of the group-commit writer.
@@ -146,32 +146,37 @@ impl Committer {
     /// Decide one request. The preparation — the verdict of the policies that do not read
     /// `context`, from a read transaction — runs here, on the caller's thread, so the writer
     /// evaluates only the rest; a stale preparation is detected and redone by the writer.
-    pub async fn decide(&self, mut req: DecisionRequest) -> Result<Decision> {
-        if req.prepared.is_none() {
-            req.prepared = self.prepare(&req);
-        }
-        match self.apply(Command::Decide(Box::new(req))).await? {
-            Applied::Decided(d) => Ok(d),
-            _ => Err(mismatch("decide")),
+    pub async fn decide(&self, req: DecisionRequest) -> Result<Decision> {
+        let agent = match req.prepared {
+            Some(_) => None,
+            None => self.store.agent(&req.org, &req.agent).ok().flatten(),
+        };
+        match agent {
+            Some(agent) => self.decide_for(&agent, req).await,
+            None => self.submit_decide(req).await,
         }
     }
 
-    fn prepare(&self, req: &DecisionRequest) -> Option<policies::Prepared> {
-        let agent = match self.store.agent(&req.org, &req.agent) {
-            Ok(Some(agent)) => agent,
-            Ok(None) => return None,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not read the agent to prepare a decision");
-                return None;
-            }
-        };
-        match self.store.prepare_decision(&agent, &req.facts) {
-            Ok(p) => p,
-            Err(e) => {
-                // The writer evaluates the whole set itself; nothing is lost but time.
-                tracing::warn!(error = %e, "could not prepare the decision");
-                None
-            }
+    /// [`Committer::decide`] for an agent the caller has already read (the proxy's
+    /// authentication): the preparation needs no second read of it.
+    pub async fn decide_for(&self, agent: &Agent, mut req: DecisionRequest) -> Result<Decision> {
+        if req.prepared.is_none() && agent.id == req.agent && agent.org == req.org {
+            req.prepared = match self.store.prepare_decision(agent, &req.facts) {
+                Ok(p) => p,
+                Err(e) => {
+                    // The writer evaluates the whole set itself; nothing is lost but time.
+                    tracing::warn!(error = %e, "could not prepare the decision");
+                    None
+                }
+            };
+        }
+        self.submit_decide(req).await
+    }
+
+    async fn submit_decide(&self, req: DecisionRequest) -> Result<Decision> {
+        match self.apply(Command::Decide(Box::new(req))).await? {
+            Applied::Decided(d) => Ok(d),
+            _ => Err(mismatch("decide")),
         }
     }
 
