@@ -15,7 +15,7 @@ pub fn intent_json(i: &Intent) -> Vec<u8> {
         .collect();
     let v = json!({
         "id": i.id, "status": i.status.as_str(), "decision": i.decision.as_str(),
-        "reasons": reasons, "reason": i.reason, "amount": i.amount, "currency": i.currency,
+        "reasons": reasons, "reason": i.reason, "amount": i.amount.minor(), "currency": i.amount.currency(),
         "operation": i.operation, "account": i.account, "created_at": i.created_at, "decided_at": i.decided_at,
         "approvals": approvals, "approvals_required": i.approvals_required,
         "upstream_id": i.upstream_id,

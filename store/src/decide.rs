@@ -332,8 +332,8 @@ impl Store {
             operation: intent.operation.clone(),
             method: intent.method.clone(),
             path: intent.path.clone(),
-            amount: intent.amount,
-            currency: intent.currency.clone(),
+            amount: intent.amount.minor(),
+            currency: intent.amount.currency().map(|c| c.as_str().to_string()),
             counterparty: intent.counterparty.clone(),
             account: intent.account.clone(),
             class: intent.class,
@@ -435,12 +435,7 @@ fn new_intent(req: &DecisionRequest, digest: String, verdict: &Verdict, clock: &
         path: req.path.clone(),
         operation: req.facts.operation.clone(),
         class: req.facts.class,
-        amount: req.facts.amount.as_ref().map(|a| a.minor),
-        currency: req
-            .facts
-            .amount
-            .as_ref()
-            .map(|a| a.currency.as_str().to_string()),
+        amount: crate::model::IntentAmount(req.facts.amount.clone()),
         counterparty: req.facts.counterparty.clone(),
         account: req.facts.account.clone(),
         counted: req.facts.counted,
@@ -484,15 +479,14 @@ pub(crate) fn reserve_in(
     intent: &Intent,
     clock: &Clock,
 ) -> Result<Option<Reservation>> {
-    let (Some(amount), Some(currency)) = (counted_amount(intent), intent.currency.as_deref())
-    else {
+    let (Some(amount), Some(currency)) = (counted_amount(intent), intent.amount.currency()) else {
         return Ok(None);
     };
     let counters = spend::counters_for(
         &intent.org,
         &intent.agent,
         &intent.account,
-        currency,
+        currency.as_str(),
         &intent.operation,
         clock.unix,
     );
@@ -511,14 +505,14 @@ pub(crate) fn reserve_in(
 /// counted at creation.
 fn counted_amount(intent: &Intent) -> Option<i64> {
     if intent.counted.is_some() {
-        return intent.counted.filter(|_| intent.amount.is_some());
+        return intent.counted.filter(|_| intent.amount.0.is_some());
     }
     let legacy_counted = intent.class == OperationClass::MoveMoney
         && !matches!(
             intent.operation.as_str(),
             "payment_intents.confirm" | "payment_intents.capture"
         );
-    intent.amount.filter(|_| legacy_counted)
+    intent.amount.minor().filter(|_| legacy_counted)
 }
 
 /// The state an upstream status leads to: 2xx spends, a definitive 4xx releases, anything else
@@ -600,7 +594,11 @@ pub(crate) fn settle_in(
 }
 
 pub(crate) fn release_in(txn: &Tx<'_>, intent: &mut Intent) -> Result<()> {
-    let currency = intent.currency.clone().unwrap_or_default();
+    let currency = intent
+        .amount
+        .currency()
+        .map(|c| c.as_str().to_string())
+        .unwrap_or_default();
     if let Some(r) = intent.reservation.as_mut()
         && !r.released
     {

@@ -257,6 +257,61 @@ pub struct Reservation {
 }
 
 /// One decided mutation of an agent.
+/// An intent's amount: a typed [`policies::Amount`] in memory, the fields `amount` and
+/// `currency` on disk and on the wire (unchanged since the first stored intent).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "AmountFields", into = "AmountFields")]
+pub struct IntentAmount(pub Option<policies::Amount>);
+
+impl IntentAmount {
+    /// Minor units, when there is an amount.
+    pub fn minor(&self) -> Option<i64> {
+        self.0.as_ref().map(|a| a.minor)
+    }
+
+    /// The currency, when there is an amount.
+    pub fn currency(&self) -> Option<&policies::Currency> {
+        self.0.as_ref().map(|a| &a.currency)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct AmountFields {
+    amount: Option<i64>,
+    currency: Option<String>,
+}
+
+impl TryFrom<AmountFields> for IntentAmount {
+    type Error = String;
+
+    fn try_from(f: AmountFields) -> std::result::Result<Self, String> {
+        match (f.amount, f.currency) {
+            (None, None) => Ok(IntentAmount(None)),
+            (Some(minor), Some(code)) => {
+                let currency = policies::Currency::parse(&code)
+                    .map_err(|_| format!("stored currency {code:?} is not a currency code"))?;
+                Ok(IntentAmount(Some(policies::Amount { minor, currency })))
+            }
+            _ => Err("a stored amount needs both `amount` and `currency`".into()),
+        }
+    }
+}
+
+impl From<IntentAmount> for AmountFields {
+    fn from(a: IntentAmount) -> AmountFields {
+        match a.0 {
+            Some(a) => AmountFields {
+                amount: Some(a.minor),
+                currency: Some(a.currency.as_str().to_string()),
+            },
+            None => AmountFields {
+                amount: None,
+                currency: None,
+            },
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Intent {
     /// Id (`int_…`).
@@ -277,10 +332,10 @@ pub struct Intent {
     pub operation: String,
     /// Money movement, other write, or read.
     pub class: OperationClass,
-    /// Minor units, when the operation carries an amount.
-    pub amount: Option<i64>,
-    /// Lower-case ISO 4217, when it carries one.
-    pub currency: Option<String>,
+    /// The amount, when the operation carries one: stored and shown as the two fields
+    /// `amount` (minor units) and `currency` (lower-case ISO 4217), `null` both when absent.
+    #[serde(flatten)]
+    pub amount: IntentAmount,
     /// Customer / destination / account.
     pub counterparty: String,
     /// The connected account acted on (`Stripe-Account` / `Stripe-Context`); `""` = platform.
