@@ -149,6 +149,7 @@ pub(crate) struct MemberView {
     /// When the membership began (RFC 3339; `""` for memberships older than invitations).
     accepted_at: String,
     /// Who invited them (null for an organization's creator).
+    #[schema(required = true)]
     invited_by: Option<PersonView>,
 }
 
@@ -209,9 +210,10 @@ pub(crate) struct InvitationView {
     /// RFC 3339.
     expires_at: String,
     /// Who accepted (`usr_…`), null until then.
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, required = true)]
     accepted_by: Option<UserId>,
     /// RFC 3339, null until accepted.
+    #[schema(required = true)]
     accepted_at: Option<String>,
 }
 
@@ -470,8 +472,10 @@ pub(crate) struct RequestFacts {
     /// Path without the query string.
     path: String,
     /// What the request is worth, when the guard can tell.
+    #[schema(required = true)]
     amount: Option<Amount>,
     /// Minor units that count toward caps; null when the request adds nothing to spend.
+    #[schema(required = true)]
     counted: Option<i64>,
     /// Whether the guard could value the request.
     valued: bool,
@@ -530,6 +534,7 @@ pub(crate) struct CapView {
     #[schema(value_type = String)]
     on_exceed: OnExceed,
     /// Operations counted; null means every `move_money` operation.
+    #[schema(required = true)]
     operations: Option<Vec<String>>,
 }
 
@@ -572,6 +577,7 @@ pub(crate) struct RailStatus {
     /// Whether a key is set.
     configured: bool,
     /// The key's mode and last 4 characters; null when none is set.
+    #[schema(required = true)]
     rail: Option<RailInfoView>,
 }
 
@@ -599,6 +605,7 @@ pub(crate) struct ApprovalView {
     /// `approve` or `deny`.
     verdict: String,
     /// Optional comment.
+    #[schema(required = true)]
     comment: Option<String>,
     /// RFC 3339.
     at: String,
@@ -648,14 +655,17 @@ pub(crate) struct IntentView {
     #[schema(value_type = String)]
     class: OperationClass,
     /// Minor units, when the operation carries an amount.
+    #[schema(required = true)]
     amount: Option<i64>,
     /// Lower-case ISO 4217, when it carries one.
+    #[schema(required = true)]
     currency: Option<String>,
     /// Customer / destination / account.
     counterparty: String,
     /// Connected account acted on; `""` = platform.
     account: String,
     /// Minor units counted toward caps.
+    #[schema(required = true)]
     counted: Option<i64>,
     /// Whether the guard could value the request.
     valued: bool,
@@ -683,10 +693,13 @@ pub(crate) struct IntentView {
     /// RFC 3339 of the decision (policy or human).
     decided_at: String,
     /// Unix seconds after which an undecided hold expires.
+    #[schema(required = true)]
     expires_at_unix: Option<i64>,
     /// Reservation against caps.
+    #[schema(required = true)]
     reservation: Option<ReservationView>,
     /// Upstream object id, when the response carried one.
+    #[schema(required = true)]
     upstream_id: Option<String>,
     /// Query string of the request (`""` when none).
     query: String,
@@ -698,8 +711,10 @@ pub(crate) struct IntentView {
     /// Upstream attempts so far.
     attempts: u32,
     /// The held request body as text (lossy UTF-8), when kept.
+    #[schema(required = true)]
     request: Option<String>,
     /// Upstream HTTP status, once answered.
+    #[schema(required = true)]
     upstream_status: Option<u16>,
 }
 
@@ -796,6 +811,7 @@ pub(crate) struct HoldAgent {
     /// RFC 3339.
     created_at: String,
     /// The human who created it, when known.
+    #[schema(required = true)]
     created_by: Option<PersonView>,
 }
 
@@ -810,8 +826,10 @@ pub(crate) struct HoldDecider {
     /// RFC 3339.
     at: String,
     /// When their membership began; null when they are no longer a member.
+    #[schema(required = true)]
     member_since: Option<String>,
     /// Who invited them.
+    #[schema(required = true)]
     invited_by: Option<PersonView>,
 }
 
@@ -820,6 +838,7 @@ pub(crate) struct HoldDecider {
 #[allow(dead_code)]
 pub(crate) struct HoldContext {
     /// The requesting agent; null if it no longer exists.
+    #[schema(required = true)]
     agent: Option<HoldAgent>,
     /// Every human decision so far.
     decisions: Vec<HoldDecider>,
@@ -966,10 +985,12 @@ pub(crate) struct WebhookView {
     /// `http(s)://…`
     url: String,
     /// Subscribed event types; null = all.
+    #[schema(required = true)]
     events: Option<Vec<String>>,
     /// Disabled endpoints get no new deliveries.
     enabled: bool,
     /// Why it was disabled.
+    #[schema(required = true)]
     disabled_reason: Option<String>,
     /// Failed attempts in a row (reset by a success).
     consecutive_failures: u32,
@@ -1042,10 +1063,12 @@ pub(crate) struct AttemptView {
     /// Unix milliseconds when it started.
     at_ms: i64,
     /// HTTP status, when one arrived.
+    #[schema(required = true)]
     status: Option<u16>,
     /// Milliseconds it took.
     duration_ms: u64,
     /// What went wrong, if anything.
+    #[schema(required = true)]
     error: Option<String>,
 }
 
@@ -1073,6 +1096,7 @@ pub(crate) struct DeliveryView {
     /// Every attempt.
     attempts: Vec<AttemptView>,
     /// Next attempt (unix ms), while pending.
+    #[schema(required = true)]
     next_attempt_ms: Option<i64>,
 }
 

@@ -216,6 +216,17 @@ mod tests {
             .collect();
         assert_eq!(untyped, Vec::<&str>::new(), "untyped bodies");
         assert_eq!(operations, 60);
+        // A field answered as null is described as required and nullable, not as optional.
+        let intent = &doc["components"]["schemas"]["IntentView"];
+        for field in ["amount", "reservation", "request", "upstream_status"] {
+            assert!(
+                intent["required"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&Value::from(field)),
+                "{field}"
+            );
+        }
         assert_eq!(found.len(), 83);
     }
 }
