@@ -8,6 +8,7 @@
 
 pub mod auth;
 mod connection;
+mod dto;
 mod error;
 mod extract;
 mod idempotency;

@@ -9,18 +9,24 @@ use policies::{CapInterval, CapScope, Currency, FormLimits, OnExceed};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use store::{
-    AgentId, AgentStatus, CapPatch, CapSpec, HumanVerdict, Intent, IntentId, IntentStatus, OrgId,
-    Role,
+    AgentId, AgentStatus, CapPatch, CapSpec, HumanVerdict, IntentId, IntentStatus, OrgId, Role,
 };
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{ClientAddr, Principal};
+use crate::dto::{
+    AgentList, AgentView, AgentWithToken, AuditList, AuditVerifyView, CapList, CapView, Deleted,
+    IntentDetail, IntentList, IntentView, InvitationCreated, InvitationList, InvitationView,
+    MemberList, MemberView, OrgList, OrgMembershipView, OrgView, PolicyActivated,
+    PolicyVersionList, PolicyVersionSummary, PolicyVersionView, RailStatus, Removed,
+    SimulateResult,
+};
 use crate::extract::JsonBody;
 use crate::rbac::{Member, Perm};
 use crate::{ApiError, AppState};
 
-type ApiResult<T = Json<Value>> = Result<T, ApiError>;
+type ApiResult<T> = Result<T, ApiError>;
 
 /// Default and largest page sizes (ADMIN_API.md: default 50, max 500).
 const PAGE_DEFAULT: usize = 50;
@@ -60,37 +66,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(export_audit))
 }
 
-fn org_json(o: &store::Org) -> Value {
-    json!({"id": o.id, "name": o.name, "frozen": o.frozen, "active_policy_version": o.active_policy_version,
-        "require_2fa_for_approvals": o.require_2fa_for_approvals, "created_at": o.created_at})
-}
-
-fn agent_json(a: &store::Agent) -> Value {
-    json!({"id": a.id, "name": a.name, "tags": a.tags, "status": a.status, "created_at": a.created_at})
-}
-
-/// The admin view of an intent: everything but the stored bytes, plus the held request as text.
-pub fn intent_json(i: &Intent) -> Value {
-    let mut v = serde_json::to_value(i).unwrap_or(Value::Null);
-    if let Some(o) = v.as_object_mut() {
-        o.remove("request_body");
-        o.remove("response");
-        o.insert(
-            "request".into(),
-            json!(
-                i.request_body
-                    .as_ref()
-                    .map(|b| String::from_utf8_lossy(b).into_owned())
-            ),
-        );
-        o.insert(
-            "upstream_status".into(),
-            json!(i.response.as_ref().map(|r| r.status)),
-        );
-    }
-    v
-}
-
 /// The principal's role in `org` (any organization they belong to; for an API token, only the
 /// one it is bound to), or 404.
 async fn member_of(state: &AppState, p: &Principal, org: &OrgId) -> ApiResult<Role> {
@@ -118,20 +93,16 @@ fn parse_intent(id: &str) -> ApiResult<IntentId> {
 
 // ---- organizations ---------------------------------------------------------------------------
 
-#[utoipa::path(get, path = "/api/v1/organizations", tag = "organizations", responses((status = 200, description = "Organizations the caller belongs to", body = Value)))]
-async fn list_orgs(State(state): State<AppState>, p: Principal) -> ApiResult {
+#[utoipa::path(get, path = "/api/v1/organizations", tag = "organizations", responses((status = 200, description = "Organizations the caller belongs to", body = OrgList)))]
+async fn list_orgs(State(state): State<AppState>, p: Principal) -> ApiResult<Json<OrgList>> {
     let user = p.user.clone();
     let ms = state.blocking(move |s| s.memberships_of(&user)).await?;
-    let data: Vec<Value> = ms
+    let data = ms
         .iter()
         .filter(|(o, _)| p.may_act_on(&o.id))
-        .map(|(o, r)| {
-            let mut v = org_json(o);
-            v["role"] = json!(r);
-            v
-        })
+        .map(|(o, r)| OrgMembershipView::new(o, *r))
         .collect();
-    Ok(Json(json!({"object": "list", "data": data})))
+    Ok(Json(OrgList::new(data)))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -140,7 +111,7 @@ struct CreateOrg {
     name: String,
 }
 
-#[utoipa::path(post, path = "/api/v1/organizations", tag = "organizations", request_body = CreateOrg, responses((status = 201, body = Value)))]
+#[utoipa::path(post, path = "/api/v1/organizations", tag = "organizations", request_body = CreateOrg, responses((status = 201, body = OrgView)))]
 async fn create_org(
     State(state): State<AppState>,
     p: Principal,
@@ -152,15 +123,15 @@ async fn create_org(
     let org = state
         .blocking(move |s| s.create_org_for(&b.name, &user))
         .await?;
-    Ok((StatusCode::CREATED, Json(org_json(&org))).into_response())
+    Ok((StatusCode::CREATED, Json(OrgView::from(&org))).into_response())
 }
 
-#[utoipa::path(delete, path = "/api/v1/organizations/{id}", tag = "organizations", params(("id" = String, Path)), responses((status = 200, body = Value)))]
+#[utoipa::path(delete, path = "/api/v1/organizations/{id}", tag = "organizations", params(("id" = String, Path)), responses((status = 200, body = Deleted)))]
 async fn delete_org(
     State(state): State<AppState>,
     p: Principal,
     Path(id): Path<String>,
-) -> ApiResult {
+) -> ApiResult<Json<Deleted>> {
     let org = parse_org(&id)?;
     if !crate::rbac::allows(member_of(&state, &p, &org).await?, Perm::Owner) {
         return Err(ApiError::Forbidden(
@@ -170,7 +141,7 @@ async fn delete_org(
     let actor = store::Actor::User(p.user.clone());
     let o = org.clone();
     state.blocking(move |s| s.delete_org(&o, &actor)).await?;
-    Ok(Json(json!({"id": org, "deleted": true})))
+    Ok(Json(Deleted::new(org.as_str())))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -180,13 +151,13 @@ struct UpdateOrg {
     require_2fa_for_approvals: Option<bool>,
 }
 
-#[utoipa::path(patch, path = "/api/v1/organizations/{id}", tag = "organizations", params(("id" = String, Path)), request_body = UpdateOrg, responses((status = 200, body = Value)))]
+#[utoipa::path(patch, path = "/api/v1/organizations/{id}", tag = "organizations", params(("id" = String, Path)), request_body = UpdateOrg, responses((status = 200, body = OrgView)))]
 async fn update_org(
     State(state): State<AppState>,
     p: Principal,
     Path(id): Path<String>,
     JsonBody(b): JsonBody<UpdateOrg>,
-) -> ApiResult {
+) -> ApiResult<Json<OrgView>> {
     let org = parse_org(&id)?;
     let role = member_of(&state, &p, &org).await?;
     if !crate::rbac::allows(role, Perm::ManageConfig) {
@@ -196,10 +167,15 @@ async fn update_org(
     let o = state
         .blocking(move |s| s.update_org(&org, b.name, b.require_2fa_for_approvals, &actor))
         .await?;
-    Ok(Json(org_json(&o)))
+    Ok(Json(OrgView::from(&o)))
 }
 
-async fn set_frozen(state: AppState, p: Principal, id: String, frozen: bool) -> ApiResult {
+async fn set_frozen(
+    state: AppState,
+    p: Principal,
+    id: String,
+    frozen: bool,
+) -> ApiResult<Json<OrgView>> {
     let org = parse_org(&id)?;
     let role = member_of(&state, &p, &org).await?;
     if !crate::rbac::allows(role, Perm::ManageAgents) {
@@ -209,35 +185,37 @@ async fn set_frozen(state: AppState, p: Principal, id: String, frozen: bool) -> 
     let o = state
         .blocking(move |s| s.set_org_frozen(&org, frozen, &actor))
         .await?;
-    Ok(Json(org_json(&o)))
+    Ok(Json(OrgView::from(&o)))
 }
 
-#[utoipa::path(post, path = "/api/v1/organizations/{id}/freeze", tag = "organizations", params(("id" = String, Path)), responses((status = 200, body = Value)))]
+#[utoipa::path(post, path = "/api/v1/organizations/{id}/freeze", tag = "organizations", params(("id" = String, Path)), responses((status = 200, body = OrgView)))]
 async fn freeze_org(
     State(state): State<AppState>,
     p: Principal,
     Path(id): Path<String>,
-) -> ApiResult {
+) -> ApiResult<Json<OrgView>> {
     set_frozen(state, p, id, true).await
 }
 
-#[utoipa::path(post, path = "/api/v1/organizations/{id}/unfreeze", tag = "organizations", params(("id" = String, Path)), responses((status = 200, body = Value)))]
+#[utoipa::path(post, path = "/api/v1/organizations/{id}/unfreeze", tag = "organizations", params(("id" = String, Path)), responses((status = 200, body = OrgView)))]
 async fn unfreeze_org(
     State(state): State<AppState>,
     p: Principal,
     Path(id): Path<String>,
-) -> ApiResult {
+) -> ApiResult<Json<OrgView>> {
     set_frozen(state, p, id, false).await
 }
 
 // ---- members ----------------------------------------------------------------------------------
 
-#[utoipa::path(get, path = "/api/v1/members", tag = "members", responses((status = 200, body = Value)))]
-async fn list_members(State(state): State<AppState>, m: Member) -> ApiResult {
+#[utoipa::path(get, path = "/api/v1/members", tag = "members", responses((status = 200, body = MemberList)))]
+async fn list_members(State(state): State<AppState>, m: Member) -> ApiResult<Json<MemberList>> {
     m.require(Perm::Read)?;
     let org = m.org.clone();
     let data = state.blocking(move |s| s.list_members(&org)).await?;
-    Ok(Json(json!({"object": "list", "data": data})))
+    Ok(Json(MemberList::new(
+        data.iter().map(MemberView::from).collect(),
+    )))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -260,7 +238,7 @@ fn parse_role(s: &str) -> ApiResult<Role> {
 /// inviter, who hands it to the invitee. The answer is the same whether or not the email has
 /// an account; the membership starts when the invitee accepts (`POST /invitations/accept`).
 #[utoipa::path(post, path = "/api/v1/members", tag = "members", request_body = AddMember,
-    responses((status = 201, description = "the invitation and its token (shown once)", body = Value),
+    responses((status = 201, description = "the invitation and its token (shown once)", body = InvitationCreated),
         (status = 403, body = crate::error::ErrorBody), (status = 409, description = "already a member, or an invitation for the email is pending", body = crate::error::ErrorBody),
         (status = 422, body = crate::error::ErrorBody)))]
 async fn add_member(
@@ -274,26 +252,32 @@ async fn add_member(
     let (inv, token) = state
         .blocking(move |s| s.create_invitation(&org, &b.email, role, by, &inviter))
         .await?;
-    let mut v = json!(inv);
-    v["object"] = json!("invitation");
-    v["token"] = json!(token);
-    Ok((StatusCode::CREATED, Json(v)).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(InvitationCreated::new(&inv, token)),
+    )
+        .into_response())
 }
 
-#[utoipa::path(get, path = "/api/v1/invitations", tag = "members", responses((status = 200, body = Value), (status = 403, body = crate::error::ErrorBody)))]
-async fn list_invitations(State(state): State<AppState>, m: Member) -> ApiResult {
+#[utoipa::path(get, path = "/api/v1/invitations", tag = "members", responses((status = 200, body = InvitationList), (status = 403, body = crate::error::ErrorBody)))]
+async fn list_invitations(
+    State(state): State<AppState>,
+    m: Member,
+) -> ApiResult<Json<InvitationList>> {
     m.require(Perm::ManageMembers)?;
     let org = m.org.clone();
     let data = state.blocking(move |s| s.list_invitations(&org)).await?;
-    Ok(Json(json!({"object": "list", "data": data})))
+    Ok(Json(InvitationList::new(
+        data.iter().map(InvitationView::from).collect(),
+    )))
 }
 
-#[utoipa::path(delete, path = "/api/v1/invitations/{id}", tag = "members", params(("id" = String, Path)), responses((status = 200, body = Value), (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody), (status = 409, description = "not pending", body = crate::error::ErrorBody)))]
+#[utoipa::path(delete, path = "/api/v1/invitations/{id}", tag = "members", params(("id" = String, Path)), responses((status = 200, body = InvitationView), (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody), (status = 409, description = "not pending", body = crate::error::ErrorBody)))]
 async fn revoke_invitation(
     State(state): State<AppState>,
     m: Member,
     Path(id): Path<String>,
-) -> ApiResult {
+) -> ApiResult<Json<InvitationView>> {
     m.require(Perm::ManageMembers)?;
     let ok = id
         .strip_prefix("inv_")
@@ -305,7 +289,7 @@ async fn revoke_invitation(
     let v = state
         .blocking(move |s| s.revoke_invitation(&org, &id, by, &actor))
         .await?;
-    Ok(Json(json!(v)))
+    Ok(Json(InvitationView::from(&v)))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -314,13 +298,13 @@ struct UpdateMember {
     role: String,
 }
 
-#[utoipa::path(patch, path = "/api/v1/members/{user_id}", tag = "members", params(("user_id" = String, Path)), request_body = UpdateMember, responses((status = 200, body = Value)))]
+#[utoipa::path(patch, path = "/api/v1/members/{user_id}", tag = "members", params(("user_id" = String, Path)), request_body = UpdateMember, responses((status = 200, body = MemberView)))]
 async fn update_member(
     State(state): State<AppState>,
     m: Member,
     Path(user_id): Path<String>,
     JsonBody(b): JsonBody<UpdateMember>,
-) -> ApiResult {
+) -> ApiResult<Json<MemberView>> {
     m.require(Perm::ManageMembers)?;
     let user = store::UserId::parse(&user_id).ok_or(ApiError::NotFound)?;
     let role = parse_role(&b.role)?;
@@ -328,15 +312,15 @@ async fn update_member(
     let v = state
         .blocking(move |s| s.set_member_role(&org, &user, role, by, &actor))
         .await?;
-    Ok(Json(json!(v)))
+    Ok(Json(MemberView::from(&v)))
 }
 
-#[utoipa::path(delete, path = "/api/v1/members/{user_id}", tag = "members", params(("user_id" = String, Path)), responses((status = 200, body = Value)))]
+#[utoipa::path(delete, path = "/api/v1/members/{user_id}", tag = "members", params(("user_id" = String, Path)), responses((status = 200, body = Removed)))]
 async fn remove_member(
     State(state): State<AppState>,
     m: Member,
     Path(user_id): Path<String>,
-) -> ApiResult {
+) -> ApiResult<Json<Removed>> {
     m.require(Perm::ManageMembers)?;
     let user = store::UserId::parse(&user_id).ok_or(ApiError::NotFound)?;
     let (org, by, actor) = (m.org.clone(), m.role, m.actor());
@@ -344,19 +328,19 @@ async fn remove_member(
     state
         .blocking(move |s| s.remove_member(&org, &u, by, &actor))
         .await?;
-    Ok(Json(json!({"user_id": user, "removed": true})))
+    Ok(Json(Removed::new(user)))
 }
 
 // ---- agents -----------------------------------------------------------------------------------
 
-#[utoipa::path(get, path = "/api/v1/agents", tag = "agents", responses((status = 200, body = Value)))]
-async fn list_agents(State(state): State<AppState>, m: Member) -> ApiResult {
+#[utoipa::path(get, path = "/api/v1/agents", tag = "agents", responses((status = 200, body = AgentList)))]
+async fn list_agents(State(state): State<AppState>, m: Member) -> ApiResult<Json<AgentList>> {
     m.require(Perm::Read)?;
     let org = m.org.clone();
     let agents = state.blocking(move |s| s.list_agents(&org)).await?;
-    Ok(Json(
-        json!({"object": "list", "data": agents.iter().map(agent_json).collect::<Vec<_>>()}),
-    ))
+    Ok(Json(AgentList::new(
+        agents.iter().map(AgentView::from).collect(),
+    )))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -367,7 +351,7 @@ struct CreateAgent {
     tags: Vec<String>,
 }
 
-#[utoipa::path(post, path = "/api/v1/agents", tag = "agents", request_body = CreateAgent, responses((status = 201, description = "The token is shown once", body = Value)))]
+#[utoipa::path(post, path = "/api/v1/agents", tag = "agents", request_body = CreateAgent, responses((status = 201, description = "The token is shown once", body = AgentWithToken)))]
 async fn create_agent(
     State(state): State<AppState>,
     m: Member,
@@ -384,82 +368,94 @@ async fn create_agent(
     let (agent, token) = state
         .blocking(move |s| s.create_agent(&org, &b.name, b.tags, &actor))
         .await?;
-    let mut v = agent_json(&agent);
-    v["token"] = json!(token);
-    Ok((StatusCode::CREATED, Json(v)).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(AgentWithToken::new(&agent, token)),
+    )
+        .into_response())
 }
 
-#[utoipa::path(get, path = "/api/v1/agents/{id}", tag = "agents", params(("id" = String, Path)), responses((status = 200, body = Value)))]
-async fn get_agent(State(state): State<AppState>, m: Member, Path(id): Path<String>) -> ApiResult {
+#[utoipa::path(get, path = "/api/v1/agents/{id}", tag = "agents", params(("id" = String, Path)), responses((status = 200, body = AgentView)))]
+async fn get_agent(
+    State(state): State<AppState>,
+    m: Member,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AgentView>> {
     m.require(Perm::Read)?;
     let (org, id) = (m.org.clone(), parse_agent(&id)?);
     let a = state
         .blocking(move |s| s.agent(&org, &id))
         .await?
         .ok_or(ApiError::NotFound)?;
-    Ok(Json(agent_json(&a)))
+    Ok(Json(AgentView::from(&a)))
 }
 
-#[utoipa::path(post, path = "/api/v1/agents/{id}/rotate", tag = "agents", params(("id" = String, Path)), responses((status = 200, description = "The new token is shown once", body = Value)))]
+#[utoipa::path(post, path = "/api/v1/agents/{id}/rotate", tag = "agents", params(("id" = String, Path)), responses((status = 200, description = "The new token is shown once", body = AgentWithToken)))]
 async fn rotate_agent(
     State(state): State<AppState>,
     m: Member,
     Path(id): Path<String>,
-) -> ApiResult {
+) -> ApiResult<Json<AgentWithToken>> {
     m.require(Perm::ManageAgents)?;
     let (org, id, actor) = (m.org.clone(), parse_agent(&id)?, m.actor());
     let (a, token) = state
         .blocking(move |s| s.rotate_agent_token(&org, &id, &actor))
         .await?;
-    let mut v = agent_json(&a);
-    v["token"] = json!(token);
-    Ok(Json(v))
+    Ok(Json(AgentWithToken::new(&a, token)))
 }
 
-async fn set_agent(state: AppState, m: Member, id: String, status: AgentStatus) -> ApiResult {
+async fn set_agent(
+    state: AppState,
+    m: Member,
+    id: String,
+    status: AgentStatus,
+) -> ApiResult<Json<AgentView>> {
     m.require(Perm::ManageAgents)?;
     let (org, id, actor) = (m.org.clone(), parse_agent(&id)?, m.actor());
     let a = state
         .blocking(move |s| s.set_agent_status(&org, &id, status, &actor))
         .await?;
-    Ok(Json(agent_json(&a)))
+    Ok(Json(AgentView::from(&a)))
 }
 
-#[utoipa::path(post, path = "/api/v1/agents/{id}/freeze", tag = "agents", params(("id" = String, Path)), responses((status = 200, body = Value)))]
+#[utoipa::path(post, path = "/api/v1/agents/{id}/freeze", tag = "agents", params(("id" = String, Path)), responses((status = 200, body = AgentView)))]
 async fn freeze_agent(
     State(state): State<AppState>,
     m: Member,
     Path(id): Path<String>,
-) -> ApiResult {
+) -> ApiResult<Json<AgentView>> {
     set_agent(state, m, id, AgentStatus::Frozen).await
 }
 
-#[utoipa::path(post, path = "/api/v1/agents/{id}/unfreeze", tag = "agents", params(("id" = String, Path)), responses((status = 200, body = Value)))]
+#[utoipa::path(post, path = "/api/v1/agents/{id}/unfreeze", tag = "agents", params(("id" = String, Path)), responses((status = 200, body = AgentView)))]
 async fn unfreeze_agent(
     State(state): State<AppState>,
     m: Member,
     Path(id): Path<String>,
-) -> ApiResult {
+) -> ApiResult<Json<AgentView>> {
     set_agent(state, m, id, AgentStatus::Active).await
 }
 
-#[utoipa::path(post, path = "/api/v1/agents/{id}/revoke", tag = "agents", params(("id" = String, Path)), responses((status = 200, body = Value)))]
+#[utoipa::path(post, path = "/api/v1/agents/{id}/revoke", tag = "agents", params(("id" = String, Path)), responses((status = 200, body = AgentView)))]
 async fn revoke_agent(
     State(state): State<AppState>,
     m: Member,
     Path(id): Path<String>,
-) -> ApiResult {
+) -> ApiResult<Json<AgentView>> {
     set_agent(state, m, id, AgentStatus::Revoked).await
 }
 
 // ---- policies ---------------------------------------------------------------------------------
 
-#[utoipa::path(get, path = "/api/v1/policies", tag = "policies", responses((status = 200, body = Value)))]
-async fn get_policies(State(state): State<AppState>, m: Member) -> ApiResult {
+#[utoipa::path(get, path = "/api/v1/policies", tag = "policies", responses((status = 200, body = PolicyVersionView)))]
+async fn get_policies(
+    State(state): State<AppState>,
+    m: Member,
+) -> ApiResult<Json<PolicyVersionView>> {
     m.require(Perm::Read)?;
     let org = m.org.clone();
     let pv = state.blocking(move |s| s.active_policy(&org)).await?;
-    Ok(Json(json!(pv)))
+    Ok(Json(pv.into()))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -468,22 +464,25 @@ struct PutPolicies {
     text: String,
 }
 
-#[utoipa::path(put, path = "/api/v1/policies", tag = "policies", request_body = PutPolicies, responses((status = 200, body = Value), (status = 422, description = "Diagnostics with line and column", body = crate::error::ErrorBody)))]
+#[utoipa::path(put, path = "/api/v1/policies", tag = "policies", request_body = PutPolicies, responses((status = 200, body = PolicyActivated), (status = 422, description = "Diagnostics with line and column", body = crate::error::ErrorBody)))]
 async fn put_policies(
     State(state): State<AppState>,
     m: Member,
     JsonBody(b): JsonBody<PutPolicies>,
-) -> ApiResult {
+) -> ApiResult<Json<PolicyActivated>> {
     m.require(Perm::ManageConfig)?;
     let (org, actor) = (m.org.clone(), m.actor());
     let version = state
         .blocking(move |s| s.set_policy(&org, &b.text, &actor))
         .await?;
-    Ok(Json(json!({"version": version, "active": true})))
+    Ok(Json(PolicyActivated::new(version)))
 }
 
-#[utoipa::path(get, path = "/api/v1/policies/versions", tag = "policies", responses((status = 200, body = Value)))]
-async fn policy_versions(State(state): State<AppState>, m: Member) -> ApiResult {
+#[utoipa::path(get, path = "/api/v1/policies/versions", tag = "policies", responses((status = 200, body = PolicyVersionList)))]
+async fn policy_versions(
+    State(state): State<AppState>,
+    m: Member,
+) -> ApiResult<Json<PolicyVersionList>> {
     m.require(Perm::Read)?;
     let org = m.org.clone();
     let o2 = org.clone();
@@ -492,26 +491,26 @@ async fn policy_versions(State(state): State<AppState>, m: Member) -> ApiResult 
         .await?
         .active_policy_version;
     let versions = state.blocking(move |s| s.policy_versions(&org)).await?;
-    let data: Vec<Value> = versions
+    let data = versions
         .iter()
-        .map(|v| json!({"version": v.version, "author": v.author, "created_at": v.created_at, "active": v.version == active}))
+        .map(|v| PolicyVersionSummary::new(v, active))
         .collect();
-    Ok(Json(json!({"object": "list", "data": data})))
+    Ok(Json(PolicyVersionList::new(data)))
 }
 
-#[utoipa::path(post, path = "/api/v1/policies/versions/{n}/activate", tag = "policies", params(("n" = u64, Path)), responses((status = 200, body = Value)))]
+#[utoipa::path(post, path = "/api/v1/policies/versions/{n}/activate", tag = "policies", params(("n" = u64, Path)), responses((status = 200, body = PolicyActivated)))]
 async fn activate_policy(
     State(state): State<AppState>,
     m: Member,
     Path(n): Path<String>,
-) -> ApiResult {
+) -> ApiResult<Json<PolicyActivated>> {
     m.require(Perm::ManageConfig)?;
     let n: u64 = n.parse().map_err(|_| ApiError::NotFound)?;
     let (org, actor) = (m.org.clone(), m.actor());
     let v = state
         .blocking(move |s| s.activate_policy_version(&org, n, &actor))
         .await?;
-    Ok(Json(json!({"version": v, "active": true})))
+    Ok(Json(PolicyActivated::new(v)))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -532,12 +531,12 @@ struct Simulate {
     text: Option<String>,
 }
 
-#[utoipa::path(post, path = "/api/v1/policies/simulate", tag = "policies", request_body = Simulate, responses((status = 200, body = Value)))]
+#[utoipa::path(post, path = "/api/v1/policies/simulate", tag = "policies", request_body = Simulate, responses((status = 200, body = SimulateResult)))]
 async fn simulate(
     State(state): State<AppState>,
     m: Member,
     JsonBody(b): JsonBody<Simulate>,
-) -> ApiResult {
+) -> ApiResult<Json<SimulateResult>> {
     m.require(Perm::Read)?;
     let agent = parse_agent(&b.agent)?;
     let method = b.method.to_ascii_uppercase();
@@ -568,7 +567,7 @@ async fn simulate(
     let verdict = state
         .blocking(move |s| s.simulate(&org, &agent, &f2, b.text.as_deref()))
         .await?;
-    Ok(Json(json!({"facts": facts, "verdict": verdict})))
+    Ok(Json(SimulateResult::new(facts, verdict)))
 }
 
 #[utoipa::path(get, path = "/api/v1/policies/schema", tag = "policies", responses((status = 200, description = "Cedar schema text", body = String)))]
@@ -583,12 +582,14 @@ async fn policy_schema(m: Member) -> ApiResult<Response> {
 
 // ---- caps -------------------------------------------------------------------------------------
 
-#[utoipa::path(get, path = "/api/v1/caps", tag = "caps", responses((status = 200, body = Value)))]
-async fn list_caps(State(state): State<AppState>, m: Member) -> ApiResult {
+#[utoipa::path(get, path = "/api/v1/caps", tag = "caps", responses((status = 200, body = CapList)))]
+async fn list_caps(State(state): State<AppState>, m: Member) -> ApiResult<Json<CapList>> {
     m.require(Perm::Read)?;
     let org = m.org.clone();
     let caps = state.blocking(move |s| s.list_caps(&org)).await?;
-    Ok(Json(json!({"object": "list", "data": caps})))
+    Ok(Json(CapList::new(
+        caps.into_iter().map(CapView::from).collect(),
+    )))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -617,7 +618,7 @@ fn invalid(field: &str, e: impl std::fmt::Display) -> ApiError {
     }
 }
 
-#[utoipa::path(post, path = "/api/v1/caps", tag = "caps", request_body = AddCap, responses((status = 201, body = Value)))]
+#[utoipa::path(post, path = "/api/v1/caps", tag = "caps", request_body = AddCap, responses((status = 201, body = CapView)))]
 async fn add_cap(
     State(state): State<AppState>,
     m: Member,
@@ -665,7 +666,7 @@ async fn add_cap(
     let cap = state
         .blocking(move |s| s.add_cap(&org, spec, &actor))
         .await?;
-    Ok((StatusCode::CREATED, Json(json!(cap))).into_response())
+    Ok((StatusCode::CREATED, Json(CapView::from(cap))).into_response())
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -675,13 +676,13 @@ struct PatchCap {
     on_exceed: Option<String>,
 }
 
-#[utoipa::path(patch, path = "/api/v1/caps/{id}", tag = "caps", params(("id" = String, Path)), request_body = PatchCap, responses((status = 200, body = Value)))]
+#[utoipa::path(patch, path = "/api/v1/caps/{id}", tag = "caps", params(("id" = String, Path)), request_body = PatchCap, responses((status = 200, body = CapView)))]
 async fn update_cap(
     State(state): State<AppState>,
     m: Member,
     Path(id): Path<String>,
     JsonBody(b): JsonBody<PatchCap>,
-) -> ApiResult {
+) -> ApiResult<Json<CapView>> {
     m.require(Perm::ManageConfig)?;
     let on_exceed = b
         .on_exceed
@@ -704,11 +705,15 @@ async fn update_cap(
             )
         })
         .await?;
-    Ok(Json(json!(cap)))
+    Ok(Json(CapView::from(cap)))
 }
 
-#[utoipa::path(delete, path = "/api/v1/caps/{id}", tag = "caps", params(("id" = String, Path)), responses((status = 200, body = Value)))]
-async fn delete_cap(State(state): State<AppState>, m: Member, Path(id): Path<String>) -> ApiResult {
+#[utoipa::path(delete, path = "/api/v1/caps/{id}", tag = "caps", params(("id" = String, Path)), responses((status = 200, body = Deleted)))]
+async fn delete_cap(
+    State(state): State<AppState>,
+    m: Member,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Deleted>> {
     m.require(Perm::ManageConfig)?;
     let cap_id = store::CapId::parse(&id).ok_or(ApiError::NotFound)?;
     let (org, actor) = (m.org.clone(), m.actor());
@@ -716,17 +721,17 @@ async fn delete_cap(State(state): State<AppState>, m: Member, Path(id): Path<Str
     state
         .blocking(move |s| s.delete_cap(&org, c2.as_str(), &actor))
         .await?;
-    Ok(Json(json!({"id": cap_id, "deleted": true})))
+    Ok(Json(Deleted::new(cap_id.as_str())))
 }
 
 // ---- rail -------------------------------------------------------------------------------------
 
-#[utoipa::path(get, path = "/api/v1/rail", tag = "rail", responses((status = 200, description = "Mode and last 4 characters; never the key", body = Value)))]
-async fn get_rail(State(state): State<AppState>, m: Member) -> ApiResult {
+#[utoipa::path(get, path = "/api/v1/rail", tag = "rail", responses((status = 200, description = "Mode and last 4 characters; never the key", body = RailStatus)))]
+async fn get_rail(State(state): State<AppState>, m: Member) -> ApiResult<Json<RailStatus>> {
     m.require(Perm::ManageConfig)?;
     let org = m.org.clone();
     let info = state.blocking(move |s| s.rail_info(&org)).await?;
-    Ok(Json(json!({"configured": info.is_some(), "rail": info})))
+    Ok(Json(RailStatus::new(info)))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -735,18 +740,18 @@ struct PutRail {
     stripe_secret_key: String,
 }
 
-#[utoipa::path(put, path = "/api/v1/rail", tag = "rail", request_body = PutRail, responses((status = 200, body = Value)))]
+#[utoipa::path(put, path = "/api/v1/rail", tag = "rail", request_body = PutRail, responses((status = 200, body = RailStatus)))]
 async fn put_rail(
     State(state): State<AppState>,
     m: Member,
     JsonBody(b): JsonBody<PutRail>,
-) -> ApiResult {
+) -> ApiResult<Json<RailStatus>> {
     m.require(Perm::ManageConfig)?;
     let (org, actor) = (m.org.clone(), m.actor());
     let info = state
         .blocking(move |s| s.set_rail_key(&org, &b.stripe_secret_key, &actor))
         .await?;
-    Ok(Json(json!({"configured": true, "rail": info})))
+    Ok(Json(RailStatus::new(Some(info))))
 }
 
 // ---- intents and approvals --------------------------------------------------------------------
@@ -760,12 +765,12 @@ struct IntentQuery {
     starting_after: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/v1/intents", tag = "intents", params(IntentQuery), responses((status = 200, body = Value)))]
+#[utoipa::path(get, path = "/api/v1/intents", tag = "intents", params(IntentQuery), responses((status = 200, body = IntentList)))]
 async fn list_intents(
     State(state): State<AppState>,
     m: Member,
     Query(q): Query<IntentQuery>,
-) -> ApiResult {
+) -> ApiResult<Json<IntentList>> {
     m.require(Perm::Read)?;
     let status = q
         .status
@@ -794,14 +799,16 @@ async fn list_intents(
         .blocking(move |s| s.intents_page(&org, status, agent.as_ref(), limit + 1, after.as_ref()))
         .await?;
     let has_more = page.len() > limit;
-    let data: Vec<Value> = page.iter().take(limit).map(intent_json).collect();
-    Ok(Json(
-        json!({"object": "list", "data": data, "has_more": has_more}),
-    ))
+    let data = page.iter().take(limit).map(IntentView::from).collect();
+    Ok(Json(IntentList::new(data, has_more)))
 }
 
-#[utoipa::path(get, path = "/api/v1/intents/{id}", tag = "intents", params(("id" = String, Path)), responses((status = 200, body = Value)))]
-async fn get_intent(State(state): State<AppState>, m: Member, Path(id): Path<String>) -> ApiResult {
+#[utoipa::path(get, path = "/api/v1/intents/{id}", tag = "intents", params(("id" = String, Path)), responses((status = 200, body = IntentDetail)))]
+async fn get_intent(
+    State(state): State<AppState>,
+    m: Member,
+    Path(id): Path<String>,
+) -> ApiResult<Json<IntentDetail>> {
     m.require(Perm::Read)?;
     let (org, id) = (m.org.clone(), parse_intent(&id)?);
     let (o2, i) = (
@@ -811,10 +818,8 @@ async fn get_intent(State(state): State<AppState>, m: Member, Path(id): Path<Str
     let i = i.ok_or(ApiError::NotFound)?;
     let i2 = i.clone();
     let context = state.blocking(move |s| s.hold_context(&o2, &i2)).await?;
-    let mut v = intent_json(&i);
     // Who created the requesting agent, and who invited each human who decided.
-    v["context"] = context;
-    Ok(Json(v))
+    Ok(Json(IntentDetail::new(&i, context)))
 }
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]
@@ -834,7 +839,7 @@ async fn decide(
     id: String,
     body: DecideBody,
     verdict: HumanVerdict,
-) -> ApiResult {
+) -> ApiResult<Json<IntentView>> {
     m.require(Perm::Approve)?;
     m.require_session()?;
     if body.comment.as_ref().is_some_and(|c| c.len() > 1000) {
@@ -879,10 +884,10 @@ async fn decide(
         .await?;
     // Wake the executor and any agent waiting with `Prefer: wait`.
     state.events.publish(&i.id);
-    Ok(Json(intent_json(&i)))
+    Ok(Json(IntentView::from(&i)))
 }
 
-#[utoipa::path(post, path = "/api/v1/intents/{id}/approve", tag = "intents", params(("id" = String, Path)), request_body = DecideBody, responses((status = 200, body = Value),
+#[utoipa::path(post, path = "/api/v1/intents/{id}/approve", tag = "intents", params(("id" = String, Path)), request_body = DecideBody, responses((status = 200, body = IntentView),
         (status = 400, description = "`idempotency_key_required`", body = crate::error::ErrorBody),
         (status = 403, description = "`step_up_required`, `step_up_failed`, `joined_after_hold`, or the role may not", body = crate::error::ErrorBody),
         (status = 404, body = crate::error::ErrorBody),
@@ -894,11 +899,11 @@ async fn approve_intent(
     m: Member,
     Path(id): Path<String>,
     JsonBody(b): JsonBody<DecideBody>,
-) -> ApiResult {
+) -> ApiResult<Json<IntentView>> {
     decide(state, addr, m, id, b, HumanVerdict::Approve).await
 }
 
-#[utoipa::path(post, path = "/api/v1/intents/{id}/deny", tag = "intents", params(("id" = String, Path)), request_body = DecideBody, responses((status = 200, body = Value),
+#[utoipa::path(post, path = "/api/v1/intents/{id}/deny", tag = "intents", params(("id" = String, Path)), request_body = DecideBody, responses((status = 200, body = IntentView),
         (status = 400, description = "`idempotency_key_required`", body = crate::error::ErrorBody),
         (status = 403, description = "`step_up_required`, `step_up_failed`, `joined_after_hold`, or the role may not", body = crate::error::ErrorBody),
         (status = 404, body = crate::error::ErrorBody),
@@ -910,7 +915,7 @@ async fn deny_intent(
     m: Member,
     Path(id): Path<String>,
     JsonBody(b): JsonBody<DecideBody>,
-) -> ApiResult {
+) -> ApiResult<Json<IntentView>> {
     decide(state, addr, m, id, b, HumanVerdict::Deny).await
 }
 
@@ -923,12 +928,12 @@ struct AuditQuery {
     limit: Option<usize>,
 }
 
-#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditQuery), responses((status = 200, body = Value)))]
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditQuery), responses((status = 200, body = AuditList)))]
 async fn list_audit(
     State(state): State<AppState>,
     m: Member,
     Query(q): Query<AuditQuery>,
-) -> ApiResult {
+) -> ApiResult<Json<AuditList>> {
     m.require(Perm::Read)?;
     let limit = q.limit.unwrap_or(PAGE_DEFAULT);
     if limit == 0 || limit > PAGE_MAX {
@@ -938,15 +943,18 @@ async fn list_audit(
     let events = state
         .blocking(move |s| s.audit_page(&org, q.after.unwrap_or(0), limit))
         .await?;
-    Ok(Json(json!({"object": "list", "data": events})))
+    Ok(Json(AuditList::new(events)))
 }
 
-#[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit", responses((status = 200, body = Value)))]
-async fn verify_audit(State(state): State<AppState>, m: Member) -> ApiResult {
+#[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit", responses((status = 200, body = AuditVerifyView)))]
+async fn verify_audit(
+    State(state): State<AppState>,
+    m: Member,
+) -> ApiResult<Json<AuditVerifyView>> {
     m.require(Perm::Read)?;
     let org = m.org.clone();
     let report = state.blocking(move |s| s.audit_verify(&org)).await?;
-    Ok(Json(json!(report)))
+    Ok(Json(report.into()))
 }
 
 #[utoipa::path(get, path = "/api/v1/audit/export", tag = "audit", responses((status = 200, description = "JSON Lines", content_type = "application/x-ndjson", body = String)))]

@@ -126,3 +126,107 @@ async fn console_css() -> impl IntoResponse {
         include_str!("console.css"),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    /// The schema `s` points at, following `$ref`s into `components.schemas`.
+    fn resolve<'a>(doc: &'a Value, s: &'a Value) -> &'a Value {
+        match s.get("$ref").and_then(Value::as_str) {
+            Some(r) => {
+                let name = r.trim_start_matches("#/components/schemas/");
+                let target = &doc["components"]["schemas"][name];
+                assert!(!target.is_null(), "dangling reference {r}");
+                resolve(doc, target)
+            }
+            None => s,
+        }
+    }
+
+    /// Whether `s` describes its content: an object with named properties (directly or through
+    /// `allOf`/`oneOf`/`anyOf`), or a scalar such as a text body. An object schema with no
+    /// properties (`serde_json::Value`, `{}`) is untyped.
+    fn typed(doc: &Value, s: &Value) -> bool {
+        let s = resolve(doc, s);
+        let props = s
+            .get("properties")
+            .and_then(Value::as_object)
+            .is_some_and(|p| !p.is_empty());
+        let parts = ["allOf", "oneOf", "anyOf"].iter().any(|k| {
+            s.get(*k)
+                .and_then(Value::as_array)
+                .is_some_and(|a| !a.is_empty() && a.iter().all(|p| typed(doc, p)))
+        });
+        let scalar = matches!(
+            s.get("type").and_then(Value::as_str),
+            Some("string" | "integer" | "number" | "boolean")
+        );
+        props || parts || scalar
+    }
+
+    /// Every schema of a body's content types, with where it is.
+    fn bodies<'a>(what: String, body: &'a Value, out: &mut Vec<(String, &'a Value)>) {
+        let content = body["content"].as_object();
+        assert!(
+            content.is_some_and(|c| !c.is_empty()),
+            "{what}: a body with no content type"
+        );
+        for (ct, media) in content.into_iter().flatten() {
+            out.push((format!("{what} ({ct})"), &media["schema"]));
+        }
+    }
+
+    #[test]
+    fn every_request_and_success_body_is_typed() {
+        let doc: Value = serde_json::from_str(&super::openapi_json()).unwrap();
+        let mut found = Vec::new();
+        let mut operations = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                if !["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                    continue;
+                }
+                operations += 1;
+                if let Some(rb) = op.get("requestBody") {
+                    bodies(format!("{method} {path} request"), rb, &mut found);
+                }
+                let responses = op["responses"].as_object().unwrap();
+                let ok: Vec<_> = responses
+                    .iter()
+                    .filter(|(status, _)| status.starts_with('2'))
+                    .collect();
+                assert!(!ok.is_empty(), "{method} {path}: no 2xx response");
+                for (status, r) in ok {
+                    bodies(format!("{method} {path} {status}"), r, &mut found);
+                }
+            }
+        }
+        // What `serde_json::Value` and an empty struct give: no properties.
+        assert!(!typed(&doc, &serde_json::json!({})));
+        assert!(!typed(&doc, &serde_json::json!({"type": "object"})));
+        assert!(!typed(
+            &doc,
+            &serde_json::json!({"type": "object", "additionalProperties": {}})
+        ));
+        let untyped: Vec<_> = found
+            .iter()
+            .filter(|(_, s)| !typed(&doc, s))
+            .map(|(w, _)| w.as_str())
+            .collect();
+        assert_eq!(untyped, Vec::<&str>::new(), "untyped bodies");
+        assert_eq!(operations, 60);
+        // A field answered as null is described as required and nullable, not as optional.
+        let intent = &doc["components"]["schemas"]["IntentView"];
+        for field in ["amount", "reservation", "request", "upstream_status"] {
+            assert!(
+                intent["required"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&Value::from(field)),
+                "{field}"
+            );
+        }
+        assert_eq!(found.len(), 83);
+    }
+}

@@ -5,11 +5,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{Value, json};
-use store::WebhookEndpoint;
+use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::dto::{
+    Deleted, DeliveryList, DeliveryView, WebhookCreated, WebhookList, WebhookRotated, WebhookView,
+};
 use crate::extract::JsonBody;
 use crate::rbac::{Member, Perm};
 use crate::webhook_target::{self, TargetPolicy};
@@ -28,11 +30,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(rotate_secret))
         .routes(routes!(list_deliveries))
         .routes(routes!(retry_delivery))
-}
-
-fn view(e: &WebhookEndpoint) -> Value {
-    json!({"id": e.id, "url": e.url, "events": e.events, "enabled": e.enabled,
-        "disabled_reason": e.disabled_reason, "consecutive_failures": e.consecutive_failures, "created_at": e.created_at})
 }
 
 fn invalid(m: impl Into<String>) -> ApiError {
@@ -70,14 +67,17 @@ fn webhook_id(id: &str) -> Result<String, ApiError> {
     }
 }
 
-#[utoipa::path(get, path = "/api/v1/webhooks", tag = "webhooks", responses((status = 200, body = Value)))]
-async fn list_webhooks(State(state): State<AppState>, m: Member) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/api/v1/webhooks", tag = "webhooks", responses((status = 200, body = WebhookList)))]
+async fn list_webhooks(
+    State(state): State<AppState>,
+    m: Member,
+) -> Result<Json<WebhookList>, ApiError> {
     m.require(Perm::Read)?;
     let org = m.org.clone();
     let list = state.blocking(move |s| s.list_webhooks(&org)).await?;
-    Ok(Json(
-        json!({"object": "list", "data": list.iter().map(view).collect::<Vec<_>>()}),
-    ))
+    Ok(Json(WebhookList::new(
+        list.iter().map(WebhookView::from).collect(),
+    )))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -88,7 +88,7 @@ struct CreateWebhook {
     events: Option<Vec<String>>,
 }
 
-#[utoipa::path(post, path = "/api/v1/webhooks", tag = "webhooks", request_body = CreateWebhook, responses((status = 201, description = "The secret is shown once", body = Value)))]
+#[utoipa::path(post, path = "/api/v1/webhooks", tag = "webhooks", request_body = CreateWebhook, responses((status = 201, description = "The secret is shown once", body = WebhookCreated)))]
 async fn create_webhook(
     State(state): State<AppState>,
     m: Member,
@@ -101,9 +101,7 @@ async fn create_webhook(
     let ep = state
         .blocking(move |s| s.create_webhook(&org, &url, b.events, &s2, &actor))
         .await?;
-    let mut v = view(&ep);
-    v["secret"] = json!(secret);
-    Ok((StatusCode::CREATED, Json(v)).into_response())
+    Ok((StatusCode::CREATED, Json(WebhookCreated::new(&ep, secret))).into_response())
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -117,13 +115,13 @@ struct UpdateWebhook {
     enabled: Option<bool>,
 }
 
-#[utoipa::path(patch, path = "/api/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)), request_body = UpdateWebhook, responses((status = 200, body = Value)))]
+#[utoipa::path(patch, path = "/api/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)), request_body = UpdateWebhook, responses((status = 200, body = WebhookView)))]
 async fn update_webhook(
     State(state): State<AppState>,
     m: Member,
     Path(id): Path<String>,
     JsonBody(b): JsonBody<UpdateWebhook>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WebhookView>, ApiError> {
     m.require(Perm::ManageConfig)?;
     let id = webhook_id(&id)?;
     let url = match &b.url {
@@ -139,30 +137,30 @@ async fn update_webhook(
     let ep = state
         .blocking(move |s| s.update_webhook(&org, &id, url, events, b.enabled, &actor))
         .await?;
-    Ok(Json(view(&ep)))
+    Ok(Json(WebhookView::from(&ep)))
 }
 
-#[utoipa::path(delete, path = "/api/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)), responses((status = 200, body = Value)))]
+#[utoipa::path(delete, path = "/api/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)), responses((status = 200, body = Deleted)))]
 async fn delete_webhook(
     State(state): State<AppState>,
     m: Member,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Deleted>, ApiError> {
     m.require(Perm::ManageConfig)?;
     let id = webhook_id(&id)?;
     let (org, actor, i2) = (m.org.clone(), m.actor(), id.clone());
     state
         .blocking(move |s| s.delete_webhook(&org, &i2, &actor))
         .await?;
-    Ok(Json(json!({"id": id, "deleted": true})))
+    Ok(Json(Deleted::new(id)))
 }
 
-#[utoipa::path(post, path = "/api/v1/webhooks/{id}/rotate-secret", tag = "webhooks", params(("id" = String, Path)), responses((status = 200, description = "The new secret, shown once; the old one keeps signing for 24 h", body = Value)))]
+#[utoipa::path(post, path = "/api/v1/webhooks/{id}/rotate-secret", tag = "webhooks", params(("id" = String, Path)), responses((status = 200, description = "The new secret, shown once; the old one keeps signing for 24 h", body = WebhookRotated)))]
 async fn rotate_secret(
     State(state): State<AppState>,
     m: Member,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WebhookRotated>, ApiError> {
     m.require(Perm::ManageConfig)?;
     let id = webhook_id(&id)?;
     let secret = payment_guard_sdk::Secret::generate().to_string();
@@ -170,10 +168,11 @@ async fn rotate_secret(
     let ep = state
         .blocking(move |s| s.rotate_webhook_secret(&org, &id, &s2, ROTATION_OVERLAP_SECS, &actor))
         .await?;
-    let mut v = view(&ep);
-    v["secret"] = json!(secret);
-    v["previous_secret_valid_for_secs"] = json!(ROTATION_OVERLAP_SECS);
-    Ok(Json(v))
+    Ok(Json(WebhookRotated::new(
+        &ep,
+        secret,
+        ROTATION_OVERLAP_SECS,
+    )))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -182,13 +181,13 @@ struct DeliveryQuery {
     limit: Option<usize>,
 }
 
-#[utoipa::path(get, path = "/api/v1/webhooks/{id}/deliveries", tag = "webhooks", params(("id" = String, Path), DeliveryQuery), responses((status = 200, body = Value)))]
+#[utoipa::path(get, path = "/api/v1/webhooks/{id}/deliveries", tag = "webhooks", params(("id" = String, Path), DeliveryQuery), responses((status = 200, body = DeliveryList)))]
 async fn list_deliveries(
     State(state): State<AppState>,
     m: Member,
     Path(id): Path<String>,
     Query(q): Query<DeliveryQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeliveryList>, ApiError> {
     m.require(Perm::Read)?;
     let id = webhook_id(&id)?;
     let limit = q.limit.unwrap_or(50);
@@ -199,15 +198,17 @@ async fn list_deliveries(
     let list = state
         .blocking(move |s| s.list_deliveries(&org, &id, limit))
         .await?;
-    Ok(Json(json!({"object": "list", "data": list})))
+    Ok(Json(DeliveryList::new(
+        list.into_iter().map(DeliveryView::from).collect(),
+    )))
 }
 
-#[utoipa::path(post, path = "/api/v1/webhooks/{id}/deliveries/{delivery}/retry", tag = "webhooks", params(("id" = String, Path), ("delivery" = String, Path)), responses((status = 200, body = Value)))]
+#[utoipa::path(post, path = "/api/v1/webhooks/{id}/deliveries/{delivery}/retry", tag = "webhooks", params(("id" = String, Path), ("delivery" = String, Path)), responses((status = 200, body = DeliveryView)))]
 async fn retry_delivery(
     State(state): State<AppState>,
     m: Member,
     Path((id, delivery)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeliveryView>, ApiError> {
     m.require(Perm::ManageConfig)?;
     let id = webhook_id(&id)?;
     let ok = delivery.strip_prefix("dlv_").is_some_and(|r| {
@@ -220,5 +221,5 @@ async fn retry_delivery(
     let d = state
         .blocking(move |s| s.retry_delivery(&org, &id, &delivery, &actor))
         .await?;
-    Ok(Json(json!(d)))
+    Ok(Json(d.into()))
 }

@@ -8,9 +8,10 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
-use store::{Accepted, PASSWORD_MAX_BYTES};
+use store::PASSWORD_MAX_BYTES;
 
 use super::{ClientAddr, csrf, totp};
+use crate::dto::AcceptedView;
 use crate::error::ErrorBody;
 use crate::extract::JsonBody;
 use crate::{ApiError, AppState};
@@ -31,7 +32,7 @@ pub(super) struct AcceptInvitation {
 
 /// Accept an invitation: the membership starts now. Sign in afterwards as usual.
 #[utoipa::path(post, path = "/api/v1/invitations/accept", tag = "members", request_body = AcceptInvitation,
-    responses((status = 201, description = "joined", body = serde_json::Value),
+    responses((status = 201, description = "joined", body = AcceptedView),
         (status = 401, description = "`invalid_credentials` (an existing account's password is wrong) or `second_factor_required`", body = ErrorBody),
         (status = 403, description = "`Origin` is not the configured origin", body = ErrorBody),
         (status = 404, description = "`invitation_invalid`: unknown, used, revoked or expired", body = ErrorBody),
@@ -43,7 +44,7 @@ pub(super) async fn accept(
     ClientAddr(addr): ClientAddr,
     headers: HeaderMap,
     JsonBody(b): JsonBody<AcceptInvitation>,
-) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+) -> Result<(StatusCode, Json<AcceptedView>), ApiError> {
     csrf::check_origin(&headers, &state.settings)?;
     if b.password.len() > PASSWORD_MAX_BYTES {
         return Err(ApiError::Validation {
@@ -65,5 +66,5 @@ pub(super) async fn accept(
     });
     let accepted = super::throttled(&state, &email, addr, accepting).await?;
     tracing::info!(user = %accepted.user_id, org = %accepted.organization_id, new_account = accepted.new_account, "invitation accepted");
-    Ok((StatusCode::CREATED, Json(accepted)))
+    Ok((StatusCode::CREATED, Json(accepted.into())))
 }

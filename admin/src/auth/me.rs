@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use store::{OrgId, Role, Store, User};
 
 use super::{AuthVia, ClientAddr, Principal};
+use crate::dto::{AuditList, AuditVerifyView};
 use crate::error::ErrorBody;
 use crate::extract::JsonBody;
 use crate::{ApiError, AppState};
@@ -214,13 +215,13 @@ pub(super) struct AuditQuery {
 /// The signed-in user's own trail: their credential events (password, 2FA, recovery codes,
 /// invitations accepted), hash-chained like an organization's and never written into one.
 #[utoipa::path(get, path = "/api/v1/me/audit", tag = "auth", params(AuditQuery),
-    responses((status = 200, body = serde_json::Value), (status = 401, body = ErrorBody),
+    responses((status = 200, body = AuditList), (status = 401, body = ErrorBody),
         (status = 422, body = ErrorBody)))]
 pub(super) async fn my_audit(
     State(state): State<AppState>,
     p: Principal,
     axum::extract::Query(q): axum::extract::Query<AuditQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<AuditList>, ApiError> {
     // A person's own trail is theirs to read signed in, not through an org-bound token.
     p.session_hash()?;
     let limit = q.limit.unwrap_or(50);
@@ -234,18 +235,18 @@ pub(super) async fn my_audit(
     let data = state
         .blocking(move |s| s.user_audit_page(&user, q.after.unwrap_or(0), limit))
         .await?;
-    Ok(Json(serde_json::json!({"object": "list", "data": data})))
+    Ok(Json(AuditList::new(data)))
 }
 
 /// Verify the signed-in user's own trail.
 #[utoipa::path(get, path = "/api/v1/me/audit/verify", tag = "auth",
-    responses((status = 200, body = serde_json::Value), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = AuditVerifyView), (status = 401, body = ErrorBody)))]
 pub(super) async fn verify_my_audit(
     State(state): State<AppState>,
     p: Principal,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<AuditVerifyView>, ApiError> {
     p.session_hash()?;
     let user = p.user.clone();
     let report = state.blocking(move |s| s.user_audit_verify(&user)).await?;
-    Ok(Json(serde_json::json!(report)))
+    Ok(Json(report.into()))
 }
