@@ -67,8 +67,8 @@ pub use ledger::wal::WAL_FILE;
 pub use ledger::{Applied, Command, Committer, Pruned, WriterLimits};
 pub use metrics::{COMMIT_BUCKETS_US, StoreMetrics, StoreMetricsSnapshot};
 pub use model::{
-    Agent, AgentStatus, Approval, Intent, IntentStatus, Membership, Org, PolicyVersion, RailInfo,
-    Reservation, Role, StoredResponse, User,
+    Agent, AgentStatus, Approval, Intent, IntentAmount, IntentStatus, Membership, Org,
+    PolicyVersion, RailInfo, Reservation, Role, StoredResponse, User,
 };
 pub use org_admin::{CapPatch, MemberView, PersonRef};
 pub use rekey::RekeyReport;
