@@ -55,7 +55,7 @@ fn main() -> Result<(), Error> {
     let store = Arc::new(Store::open_with(tmp.path(), key.clone(), &options)?);
     let agent = prepare(&store)?;
     let before = store.table_stats()?;
-    let file_before = file_bytes(&store.path().to_path_buf())?;
+    let file_before = file_bytes(store.path())?;
 
     fill(&store, &agent, n)?;
     let open_after = store.table_stats()?;
@@ -226,7 +226,7 @@ fn report(
         })
         .filter(|(_, entries, stored, _)| *entries > 0 || *stored > 0)
         .collect();
-    rows.sort_by(|x, y| y.2.cmp(&x.2));
+    rows.sort_by_key(|row| std::cmp::Reverse(row.2));
     let (mut total_stored, mut total_pages) = (0, 0);
     for (t, entries, stored, pages) in &rows {
         total_stored += stored;
