@@ -152,6 +152,9 @@ pub struct StoreCfg {
     /// How long an agent's Idempotency-Key is remembered (hours). A retry with an older key is
     /// a new request. Never under Stripe's own 24 hours; intents and the audit chain stay.
     pub idempotency_retention_hours: u64,
+    /// redb's page cache, MiB (`store::StoreOptions`): bounds the guard's resident memory; redb's
+    /// own default would be 1 GiB.
+    pub cache_mb: u64,
 }
 
 impl Default for StoreCfg {
@@ -160,6 +163,16 @@ impl Default for StoreCfg {
             data_dir: PathBuf::from("./guard-data"),
             checkpoint_interval_ms: 1_000,
             idempotency_retention_hours: 7 * 24,
+            cache_mb: store::StoreOptions::DEFAULT_CACHE_MB,
+        }
+    }
+}
+
+impl StoreCfg {
+    /// How every command opens the store.
+    pub fn options(&self) -> store::StoreOptions {
+        store::StoreOptions {
+            cache_mb: self.cache_mb,
         }
     }
 }
@@ -331,6 +344,15 @@ impl Config {
                  24 hours of idempotency)"
             );
         }
+        let cache = store::StoreOptions::CACHE_MB_MIN..=store::StoreOptions::CACHE_MB_MAX;
+        if !cache.contains(&self.store.cache_mb) {
+            bail!(
+                "store.cache_mb must be {}..={} (MiB of redb page cache), not {}",
+                cache.start(),
+                cache.end(),
+                self.store.cache_mb
+            );
+        }
         if self.admin.production && self.secrets.master_key_in_file {
             bail!(
                 "admin.production is on: secrets.master_key must not be written in the \
@@ -467,6 +489,26 @@ mod tests {
         assert!(load_with("", &[("GUARD_STORE_IDEMPOTENCY_RETENTION_HOURS", "23")]).is_err());
         let day = load_with("", &[("GUARD_STORE_IDEMPOTENCY_RETENTION_HOURS", "24")]).unwrap();
         assert_eq!(day.store.idempotency_retention_hours, 24);
+        assert_eq!(c.store.cache_mb, 64);
+        assert_eq!(c.store.options(), store::StoreOptions { cache_mb: 64 });
+    }
+
+    #[test]
+    fn the_store_cache_is_configurable_within_bounds() {
+        let c = load_with("[store]\ncache_mb = 256\n", &[]).unwrap();
+        assert_eq!(c.store.options().cache_mb, 256);
+        let env = load_with("", &[("GUARD_STORE_CACHE_MB", "8")]).unwrap();
+        assert_eq!(env.store.cache_mb, 8);
+        for bad in ["7", "65537", "0"] {
+            let err = load_with("", &[("GUARD_STORE_CACHE_MB", bad)])
+                .unwrap_err()
+                .to_string();
+            assert_eq!(
+                err,
+                format!("store.cache_mb must be 8..=65536 (MiB of redb page cache), not {bad}")
+            );
+        }
+        assert!(load_with("", &[("GUARD_STORE_CACHE_MB", "-1")]).is_err());
     }
 
     #[test]

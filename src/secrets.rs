@@ -48,7 +48,7 @@ fn pending_path(key_file: &Path) -> PathBuf {
 /// Open the store with the configured key; a wrong key names the way out.
 pub fn open_store(cfg: &Config) -> anyhow::Result<Store> {
     let (key, location) = load_key(cfg)?;
-    match Store::open(&cfg.store.data_dir, key) {
+    match Store::open_with(&cfg.store.data_dir, key, &cfg.store.options()) {
         Ok(s) => Ok(s),
         Err(StoreError::WrongMasterKey) => {
             let hint = match &location {
@@ -82,6 +82,7 @@ pub fn rotate_master_key(
         None
     };
     let dir = &cfg.store.data_dir;
+    let options = cfg.store.options();
     let key_file = match &location {
         KeyLocation::File(p) | KeyLocation::DataDir(p) => Some(p.clone()),
         KeyLocation::Value => None,
@@ -94,7 +95,7 @@ pub fn rotate_master_key(
                  pass it with --new-key-stdin"
             );
         };
-        let store = Store::open(dir, old).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let store = Store::open_with(dir, old, &options).map_err(|e| anyhow::anyhow!("{e}"))?;
         let report = store.rotate_master_key(&new, &Actor::System("cli".into()))?;
         print_report(&report, None, json)?;
         if !json {
@@ -103,10 +104,10 @@ pub fn rotate_master_key(
         return Ok(ExitCode::SUCCESS);
     };
     let pending = pending_path(&key_file);
-    let store = match Store::open(dir, old) {
+    let store = match Store::open_with(dir, old, &options) {
         Ok(s) => s,
         Err(StoreError::WrongMasterKey) if pending.exists() => {
-            return finish_interrupted(dir, &pending, &key_file, json);
+            return finish_interrupted(dir, &options, &pending, &key_file, json);
         }
         Err(e) => bail!("{e}"),
     };
@@ -134,6 +135,7 @@ pub fn rotate_master_key(
 /// Step 4 of a rotation whose store transaction committed: the new key is in `pending`.
 fn finish_interrupted(
     dir: &Path,
+    options: &store::StoreOptions,
     pending: &Path,
     key_file: &Path,
     json: bool,
@@ -141,7 +143,7 @@ fn finish_interrupted(
     let text = std::fs::read_to_string(pending)
         .with_context(|| format!("cannot read {}", pending.display()))?;
     let new = MasterKey::from_base64(&text)?;
-    let store = Store::open(dir, new).map_err(|e| {
+    let store = Store::open_with(dir, new, options).map_err(|e| {
         anyhow::anyhow!(
             "neither the current key nor {} opens the store: {e}",
             pending.display()

@@ -25,6 +25,7 @@ mod model;
 mod org_admin;
 mod rekey;
 mod spend;
+mod stats;
 mod tables;
 mod tenants;
 mod time_util;
@@ -72,6 +73,7 @@ pub use model::{
 };
 pub use org_admin::{CapPatch, MemberView, PersonRef};
 pub use rekey::RekeyReport;
+pub use stats::TableUsage;
 pub use tenants::{AuthedAgent, CapSpec, validate_password};
 pub use time_util::{Clock, now};
 pub use webhooks::{
@@ -83,6 +85,46 @@ use policies::CompiledPolicies;
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "guard.redb";
+
+/// How the store is opened (`[store]` of the configuration). [`StoreOptions::default`] is what
+/// [`Store::open`] uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// redb's page cache, MiB. redb's own default (1 GiB) would let a sidecar's resident memory
+    /// grow to a gigabyte under load; reads missing the cache go to the OS page cache instead.
+    pub cache_mb: u64,
+}
+
+impl StoreOptions {
+    /// Default of `store.cache_mb`.
+    pub const DEFAULT_CACHE_MB: u64 = 64;
+    /// Smallest accepted `store.cache_mb`.
+    pub const CACHE_MB_MIN: u64 = 8;
+    /// Largest accepted `store.cache_mb` (64 GiB).
+    pub const CACHE_MB_MAX: u64 = 65_536;
+
+    /// The cache size in bytes, or an error naming the accepted range.
+    fn cache_bytes(&self) -> Result<usize> {
+        if !(Self::CACHE_MB_MIN..=Self::CACHE_MB_MAX).contains(&self.cache_mb) {
+            return Err(StoreError::Invalid(format!(
+                "store.cache_mb must be {}..={}, not {}",
+                Self::CACHE_MB_MIN,
+                Self::CACHE_MB_MAX,
+                self.cache_mb
+            )));
+        }
+        usize::try_from(self.cache_mb * 1024 * 1024)
+            .map_err(|_| StoreError::Invalid("store.cache_mb does not fit in memory".into()))
+    }
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            cache_mb: Self::DEFAULT_CACHE_MB,
+        }
+    }
+}
 
 /// The open store. Cheap to share behind an `Arc`; redb serializes write transactions.
 pub struct Store {
@@ -117,17 +159,27 @@ impl Store {
     /// Open (or create) the store in `data_dir`. Fails with [`StoreError::Locked`] when another
     /// process has it open, and with [`StoreError::WrongMasterKey`] when `master` is not the key
     /// its secrets are sealed with. The directory is made 0700 and its files 0600 (files.rs).
+    /// Default [`StoreOptions`]; see [`Store::open_with`].
     pub fn open(data_dir: &Path, master: MasterKey) -> Result<Store> {
+        Store::open_with(data_dir, master, &StoreOptions::default())
+    }
+
+    /// [`Store::open`] with explicit options (the redb cache size).
+    pub fn open_with(data_dir: &Path, master: MasterKey, options: &StoreOptions) -> Result<Store> {
+        let cache_bytes = options.cache_bytes()?;
         files::secure_data_dir(data_dir)?;
         let path = data_dir.join(DB_FILE);
         files::ensure_private_file(&path)?;
         files::ensure_private_file(&data_dir.join(ledger::wal::WAL_FILE))?;
-        let db = redb::Database::create(&path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => {
-                StoreError::Locked(data_dir.display().to_string())
-            }
-            other => StoreError::Db(other.to_string()),
-        })?;
+        let db = redb::Builder::new()
+            .set_cache_size(cache_bytes)
+            .create(&path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    StoreError::Locked(data_dir.display().to_string())
+                }
+                other => StoreError::Db(other.to_string()),
+            })?;
         let txn = db.begin_write()?;
         for table in tables::ALL {
             txn.open_table(table)?;
@@ -200,3 +252,27 @@ impl Store {
 }
 
 pub use crypto::load_or_create_master_key;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_size_is_bounded_and_checked_before_anything_is_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        for cache_mb in [0, 7, 65_537] {
+            let err = Store::open_with(&data, MasterKey::generate(), &StoreOptions { cache_mb })
+                .unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("invalid: store.cache_mb must be 8..=65536, not {cache_mb}")
+            );
+        }
+        assert!(!data.exists());
+        let store =
+            Store::open_with(&data, MasterKey::generate(), &StoreOptions { cache_mb: 8 }).unwrap();
+        assert!(store.path().exists());
+        assert_eq!(StoreOptions::default().cache_mb, 64);
+    }
+}
