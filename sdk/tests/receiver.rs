@@ -1,4 +1,5 @@
 //! The receiver's flow through the public API only, as an integrator writes it.
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
 use payment_guard_sdk::{
     DEFAULT_TOLERANCE_SECS, Error, Headers, Secret, event_types, parse_signature_header,

@@ -14,6 +14,7 @@
 //!
 //! N defaults to 20,000; DIR (the parent of the temporary data directory) to the system's
 //! temporary directory.
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
 use std::path::Path;
 use std::sync::Arc;

@@ -120,7 +120,7 @@ enum State {
 
 /// SHA-256 over method, path, query and body: "the same request" (PROXY.md step 3).
 pub fn admin_request_digest(method: &str, path: &str, query: &str, body: &[u8]) -> String {
-    crate::decide::request_digest(method, path, query, "", body)
+    crate::ledger::decide::request_digest(method, path, query, "", body)
 }
 
 impl Store {

@@ -9,9 +9,9 @@
 use policies::{Cap, OperationClass, Outcome};
 use serde_json::{Value, json};
 
-use crate::approvals::HumanVerdict;
 use crate::humans::SignInFactor;
 use crate::ids::{AgentId, IntentId, OrgId, UserId};
+use crate::ledger::approvals::HumanVerdict;
 use crate::model::{IntentStatus, Role};
 
 /// One audit event: its `kind` and its `data` (AUDIT.md). Events of an organization's trail

@@ -7,11 +7,9 @@
 //! ([`Store::decide`]); the upstream result is a second one ([`Store::settle`]).
 
 mod admin_idempotency;
-mod approvals;
 mod audit;
 mod audit_event;
 mod crypto;
-mod decide;
 mod error;
 mod events;
 mod files;
@@ -24,7 +22,6 @@ mod metrics;
 mod model;
 mod org_admin;
 mod rekey;
-mod spend;
 mod stats;
 mod tables;
 mod tenants;
@@ -43,7 +40,6 @@ pub use admin_idempotency::{
     ADMIN_IDEMPOTENCY_STALE_SECS, ADMIN_IDEMPOTENCY_TTL_SECS, AdminAnswer, AdminClaim,
     AdminKeyScope, admin_request_digest,
 };
-pub use approvals::{Claim, HumanVerdict};
 pub use audit::{AuditHead, GENESIS, VerifyReport, check_event};
 pub use audit_event::{
     AuditEvent, CapChange, DecisionEvent, HumanDecision, MemberAdded, UnknownCause, UpstreamResult,
@@ -52,7 +48,6 @@ pub use crypto::{
     DATA_DIR_KEY_FILE, KeyLocation, MasterKey, check_key_file, load_master_key, replace_key_file,
     write_key_file,
 };
-pub use decide::{Decision, DecisionRequest, UpstreamOutcome};
 pub use error::{Result, StoreError};
 pub use events::{IntentEvents, Subscription};
 pub use files::{DATA_DIR_MODE, DATA_FILE_MODE, secure_data_dir};
@@ -64,6 +59,8 @@ pub use ids::{Actor, AgentId, CapId, IntentId, OrgId, UserId};
 pub use invitations::{
     Accepted, INVITATION_TTL_SECS, InvitationStatus, InvitationView, SecondFactorCheck,
 };
+pub use ledger::approvals::{Claim, HumanVerdict};
+pub use ledger::decide::{Decision, DecisionRequest, UpstreamOutcome};
 pub use ledger::wal::WAL_FILE;
 pub use ledger::{Applied, Command, Committer, Pruned, WriterLimits};
 pub use metrics::{COMMIT_BUCKETS_US, StoreMetrics, StoreMetricsSnapshot};

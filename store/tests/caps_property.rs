@@ -8,6 +8,7 @@
 //! refundable rest, the PaymentIntent's authorized amount, the invoice's balance), hands them
 //! to the guard only through lookups, and counts what it moved on its own terms (the rest of
 //! the charge, the increase, the excess), not from what the guard reported.
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
 use policies::{FactsError, FormLimits, Lookups, RawRequest};
 use proptest::prelude::*;

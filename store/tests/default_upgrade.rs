@@ -1,5 +1,6 @@
 //! Issue 11: an organization nobody customized keeps the safe default when operations gain
 //! names; a customized policy set is never touched.
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
 use store::{Actor, MasterKey, Store};
 

@@ -1,6 +1,7 @@
 //! Issue 12, "four eyes that are really four", at the store: memberships begin at an accepted
 //! invitation, a hold's quorum counts only members accepted before it, and the kill switch is
 //! re-checked in the decision's and the executor claim's own transactions.
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
 use policies::{FormLimits, Lookups, RawRequest};
 use store::{

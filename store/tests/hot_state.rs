@@ -1,6 +1,7 @@
 //! Issue 13: the writer keeps the organization, agent, rail key and caps decoded between
 //! batches (ledger/hot.rs). A control-plane commit must be seen by the very next decision: the
 //! kill switch, a new cap and a new rail key take effect at once.
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
 use std::sync::Arc;
 

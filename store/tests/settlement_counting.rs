@@ -2,6 +2,7 @@
 //! money its creation counted. When the guard counted that creation, the confirm adds nothing;
 //! when the PaymentIntent was made outside the guard (by the merchant's backend, the
 //! dashboard), the confirm is the first time the guard sees that money move, and it counts.
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
 use policies::{FactsError, FormLimits, Lookups, RawRequest, RequestFacts};
 use serde_json::json;

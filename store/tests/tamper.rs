@@ -8,6 +8,7 @@
 //! forger who re-chains (recomputes every hash from seq k on and rewrites the head) passes
 //! `audit_verify` by construction; what catches it is a head the organization received earlier
 //! (every webhook carries one), compared against the export.
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
 use std::path::Path;
 

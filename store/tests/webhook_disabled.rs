@@ -2,6 +2,7 @@
 //! further attempt. Its pending deliveries are abandoned, with the reason, in the transaction that
 //! disables it; an attempt in flight at that moment is recorded without being rescheduled; an
 //! explicit retry is refused until the endpoint is enabled again.
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
 use store::{Actor, Attempt, MasterKey, OrgId, RetryPolicy, Store, StoreError};
 

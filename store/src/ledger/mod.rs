@@ -16,16 +16,19 @@
 //! tokens) are not ledger state: they are durable `Store::write` commits, which may not write a
 //! ledger table (`tx.rs` refuses it).
 
+pub(crate) mod approvals;
+pub(crate) mod decide;
 pub(crate) mod hot;
+pub(crate) mod spend;
 pub(crate) mod tx;
 pub(crate) mod wal;
 pub(crate) mod writer;
 
 use crate::Store;
-use crate::approvals::{Claim, HumanVerdict};
-use crate::decide::{Decision, DecisionRequest, UpstreamOutcome};
 use crate::error::Result;
 use crate::ids::{IntentId, OrgId, UserId};
+use crate::ledger::approvals::{Claim, HumanVerdict};
+use crate::ledger::decide::{Decision, DecisionRequest, UpstreamOutcome};
 use crate::model::Intent;
 use crate::time_util::Clock;
 
@@ -176,7 +179,7 @@ pub(crate) fn apply(store: &Store, tx: &Tx<'_>, cmd: &Command, clock: &Clock) ->
             org,
             intent,
             outcome,
-        } => Applied::Settled(Box::new(crate::decide::settle_in(
+        } => Applied::Settled(Box::new(crate::ledger::decide::settle_in(
             tx,
             org,
             intent,
@@ -203,15 +206,17 @@ pub(crate) fn apply(store: &Store, tx: &Tx<'_>, cmd: &Command, clock: &Clock) ->
         Command::Claim { org, intent } => {
             Applied::Claimed(store.claim_approved_in(tx, org, intent, clock)?)
         }
-        Command::Expire { now_unix, max } => Applied::Expired(crate::approvals::expire_holds_in(
-            tx, *now_unix, *max, clock,
-        )?),
-        Command::Recover => Applied::Recovered(crate::decide::recover_in_flight_in(tx, clock)?),
+        Command::Expire { now_unix, max } => Applied::Expired(
+            crate::ledger::approvals::expire_holds_in(tx, *now_unix, *max, clock)?,
+        ),
+        Command::Recover => {
+            Applied::Recovered(crate::ledger::decide::recover_in_flight_in(tx, clock)?)
+        }
         Command::Prune {
             created_before_unix,
             after,
             max_scan,
-        } => Applied::Pruned(crate::decide::prune_idempotency_in(
+        } => Applied::Pruned(crate::ledger::decide::prune_idempotency_in(
             tx,
             *created_before_unix,
             after.as_deref(),

@@ -24,10 +24,10 @@ use super::tx::{Mode, Tx};
 use super::wal::{self, Wal};
 use super::{Applied, Command, Pruned, apply};
 use crate::Store;
-use crate::approvals::{Claim, HumanVerdict};
-use crate::decide::{Decision, DecisionRequest, UpstreamOutcome};
 use crate::error::{Result, StoreError};
 use crate::ids::{IntentId, OrgId, UserId};
+use crate::ledger::approvals::{Claim, HumanVerdict};
+use crate::ledger::decide::{Decision, DecisionRequest, UpstreamOutcome};
 use crate::model::{Agent, Intent};
 use crate::time_util::now;
 
@@ -516,8 +516,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::decide::{Decision, DecisionRequest, UpstreamOutcome};
     use crate::ids::{Actor, AgentId, UserId};
+    use crate::ledger::decide::{Decision, DecisionRequest, UpstreamOutcome};
     use crate::model::{IntentStatus, StoredResponse};
     use crate::tenants::CapSpec;
     use crate::{MasterKey, WAL_FILE};

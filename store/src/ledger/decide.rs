@@ -10,10 +10,10 @@ use crate::audit_event::{AuditEvent, DecisionEvent, UnknownCause, UpstreamResult
 use crate::error::{Result, StoreError};
 use crate::ids::{Actor, AgentId, IntentId, OrgId};
 use crate::ledger::Tx;
+use crate::ledger::spend;
 use crate::model::{
     Agent, AgentStatus, IdempotencyRecord, Intent, IntentStatus, Reservation, StoredResponse,
 };
-use crate::spend;
 use crate::tables::*;
 use crate::time_util::{Clock, now};
 
