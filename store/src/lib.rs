@@ -234,9 +234,13 @@ impl Store {
         // Checked under redb's write lock: the writer may have poisoned the store while this
         // thread waited for it.
         self.check_poisoned()?;
-        let out = f(&ledger::Tx::control(&txn))?;
+        let tx = ledger::Tx::control(&txn);
+        let out = f(&tx)?;
         // Before the commit, under the write lock: the writer's next transaction sees it.
-        self.control_generation.fetch_add(1, Ordering::SeqCst);
+        if tx.hot_written() {
+            self.control_generation.fetch_add(1, Ordering::SeqCst);
+        }
+        drop(tx);
         txn.commit()?;
         self.metrics.record_commit(1, started.elapsed());
         Ok(out)

@@ -1,8 +1,9 @@
 //! Hot state: the control-plane records every decision reads (the organization, the agent, the
 //! rail key, the caps), decoded once and kept by the writer between batches.
 //!
-//! Correctness rests on one counter. Every control-plane commit (`Store::write`) bumps
-//! `Store::control_generation` while it holds redb's write lock, before it commits; the writer
+//! Correctness rests on one counter. Every control-plane commit (`Store::write`) that wrote one
+//! of the [`CACHED_TABLES`] bumps `Store::control_generation` while it holds redb's write lock,
+//! before it commits (the transaction wrapper notes such writes, ledger/tx.rs); the writer
 //! reads the counter while it holds the same lock (inside its batch's transaction). So when the
 //! writer sees the generation it cached under, no control-plane commit has happened since, and
 //! the cached records are exactly what a read of the tables would return. When it sees another
@@ -21,7 +22,10 @@ use crate::Store;
 use crate::error::{Result, StoreError};
 use crate::ids::{AgentId, OrgId};
 use crate::model::{Agent, Org};
-use crate::tables::{AGENTS, CAPS, ORGS, get_json, scan_json};
+use crate::tables::{AGENTS, CAPS, ORGS, RAIL_KEYS, Table, get_json, scan_json};
+
+/// The tables whose records the hot state keeps: a write to one of them empties it.
+pub(crate) const CACHED_TABLES: [Table; 4] = [ORGS, AGENTS, RAIL_KEYS, CAPS];
 
 /// Records kept at most, all kinds together.
 const MAX_ENTRIES: usize = 65_536;

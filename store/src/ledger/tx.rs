@@ -40,6 +40,8 @@ pub(crate) struct Tx<'a> {
     txn: &'a redb::WriteTransaction,
     mode: Mode,
     log: RefCell<Vec<u8>>,
+    /// Whether a table the writer's hot state caches was written (ledger/hot.rs).
+    hot_written: std::cell::Cell<bool>,
 }
 
 impl<'a> Tx<'a> {
@@ -55,6 +57,7 @@ impl<'a> Tx<'a> {
             txn,
             mode,
             log: RefCell::new(Vec::with_capacity(capacity)),
+            hot_written: std::cell::Cell::new(false),
         }
     }
 
@@ -72,6 +75,11 @@ impl<'a> Tx<'a> {
             table,
             tx: self,
         })
+    }
+
+    /// Whether this transaction wrote a table the writer's hot state caches.
+    pub(crate) fn hot_written(&self) -> bool {
+        self.hot_written.get()
     }
 
     /// The operations recorded so far, leaving the buffer empty.
@@ -96,6 +104,9 @@ impl<'a> Tx<'a> {
     }
 
     fn record(&self, op: u8, table: &str, key: &str, value: &[u8]) {
+        if super::hot::CACHED_TABLES.iter().any(|t| t.name() == table) {
+            self.hot_written.set(true);
+        }
         if self.mode == Mode::Ledger {
             super::wal::encode_op(&mut self.log.borrow_mut(), op, table, key, value);
         }
