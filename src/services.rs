@@ -113,7 +113,7 @@ pub struct PruneService {
 }
 
 /// Records looked at per round: one round is one bounded ledger command.
-const PRUNE_SCAN_PER_ROUND: usize = 2_000;
+const PRUNE_SCAN_PER_ROUND: usize = 500;
 
 #[async_trait]
 impl BackgroundService for PruneService {
