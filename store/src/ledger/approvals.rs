@@ -358,7 +358,16 @@ pub(crate) fn expire_holds_in(
         let (Some(org), Some(id)) = (OrgId::parse(o), IntentId::parse(i)) else {
             continue;
         };
-        let mut intent = load_intent(txn, &org, &id)?;
+        // An index entry without a pending intent is stale: drop it rather than stop every
+        // organization's holds from expiring.
+        let mut intent = match load_intent(txn, &org, &id) {
+            Ok(i) if i.status == IntentStatus::PendingApproval => i,
+            other => {
+                tracing::error!(intent = %id, found = ?other.map(|i| i.status), "a pending-hold index entry has no pending intent; dropped");
+                txn.open_table(PENDING)?.remove(&key)?;
+                continue;
+            }
+        };
         intent.status = intent.status.transition(IntentStatus::Expired)?;
         intent.decided_at = clock.text.clone();
         save_intent(txn, &intent)?;

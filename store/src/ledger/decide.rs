@@ -726,9 +726,15 @@ pub(crate) fn recover_in_flight_in(txn: &Tx<'_>, clock: &Clock) -> Result<usize>
     Ok(keys.len())
 }
 
-/// Remove the idempotency records created before `created_before_unix`, looking at most at
-/// `max_scan` records after the key `after` ([`crate::Command::Prune`]). A retry with a pruned
-/// key is a new request, as with Stripe's own keys; the intent it named stays, with its key.
+/// Remove the idempotency records created before `created_before_unix` whose intent is
+/// finished, looking at most at `max_scan` records after the key `after`
+/// ([`crate::Command::Prune`]). A retry with a pruned key is a new request, as with Stripe's own
+/// keys; the intent it named stays, with its key.
+///
+/// A record whose intent may still move money is kept whatever its age: a hold waiting for
+/// humans or the executor, an intent in flight, and an `unknown` one, whose retry must resend
+/// with the same upstream key (a new intent would get a new one and could pay twice). A record
+/// that does not decode is kept and logged, never a reason to stop pruning the rest.
 pub(crate) fn prune_idempotency_in(
     txn: &Tx<'_>,
     created_before_unix: i64,
@@ -738,6 +744,7 @@ pub(crate) fn prune_idempotency_in(
     use std::ops::Bound;
     let (old, next) = {
         let t = txn.open_table(IDEMPOTENCY)?;
+        let intents = txn.open_table(INTENTS)?;
         let start = match after {
             Some(k) => Bound::Excluded(k),
             None => Bound::Unbounded,
@@ -747,13 +754,36 @@ pub(crate) fn prune_idempotency_in(
         let mut last = None;
         for row in t.range::<&str>((start, Bound::Unbounded))? {
             let (k, v) = row?;
-            let rec: IdempotencyRecord = serde_json::from_slice(v.value())?;
-            if crate::time_util::unix_of(&rec.created_at).is_some_and(|at| at < created_before_unix)
-            {
-                old.push(k.value().to_string());
-            }
+            let key = k.value();
             scanned += 1;
-            last = Some(k.value().to_string());
+            last = Some(key.to_string());
+            let expired = match serde_json::from_slice::<IdempotencyRecord>(v.value()) {
+                Ok(rec) => crate::time_util::unix_of(&rec.created_at)
+                    .is_some_and(|at| at < created_before_unix)
+                    .then_some(rec),
+                Err(e) => {
+                    tracing::error!(key, error = %e, "an idempotency record does not decode; kept");
+                    None
+                }
+            };
+            if let Some(rec) = expired
+                && let Some((org, _)) = key.split_once('|')
+            {
+                let intent: Option<Intent> =
+                    get_json(&intents, &format!("{org}|{}", rec.intent)).unwrap_or(None);
+                let finished = intent.is_none_or(|i| {
+                    matches!(
+                        i.status,
+                        IntentStatus::Succeeded
+                            | IntentStatus::Failed
+                            | IntentStatus::Denied
+                            | IntentStatus::Expired
+                    )
+                });
+                if finished {
+                    old.push(key.to_string());
+                }
+            }
             if scanned >= max_scan {
                 break;
             }

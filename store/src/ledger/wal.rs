@@ -266,7 +266,12 @@ pub(crate) fn replay(db: &redb::Database, path: &Path) -> Result<u64> {
                 let table = match op {
                     Op::Insert(t, ..) | Op::Remove(t, _) => t,
                 };
-                if table == META.name() || !crate::tables::ALL.iter().any(|t| t.name() == table) {
+                // Ledger commands write ledger and chain tables only (ledger/tx.rs): an op on a
+                // control table is not one the writer logged.
+                if table == META.name()
+                    || !crate::tables::ALL.iter().any(|t| t.name() == table)
+                    || crate::tables::class_of(table) == crate::tables::Class::Control
+                {
                     return Err(StoreError::Corrupt(format!(
                         "write-ahead log names table {table:?}, which the store does not have"
                     )));

@@ -796,6 +796,18 @@ mod tests {
             }
         }
         assert!(removed > 20, "pruned {removed}");
+        // An unknown outcome keeps its record whatever its age: its retry resends the same intent.
+        let unknown = request(store, o, "pay-5", PI, "amount=1000&currency=usd");
+        let Decision::Forward { intent: resent, .. } = c.decide(unknown).await.unwrap() else {
+            panic!("the retry of an unknown outcome must forward")
+        };
+        assert_eq!(
+            resent.attempts, 1,
+            "a new intent was made for a pruned unknown outcome"
+        );
+        c.settle(resent.org, resent.id, response(200))
+            .await
+            .unwrap();
         // A pruned key is a new request.
         let again = request(store, o, "pay-0", PI, "amount=999&currency=usd");
         assert!(matches!(
