@@ -87,6 +87,19 @@ impl From<serde_json::Error> for StoreError {
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 impl StoreError {
+    /// A refusal of the request as it stands (not found, conflict, forbidden, invalid, a coded
+    /// refusal), as opposed to a failure of the store itself.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            StoreError::NotFound(_)
+                | StoreError::Conflict(_)
+                | StoreError::Forbidden(_)
+                | StoreError::Invalid(_)
+                | StoreError::Refused { .. }
+        )
+    }
+
     /// A refusal with its status and code.
     pub fn refused(status: u16, code: &'static str, message: impl Into<String>) -> Self {
         StoreError::Refused {

@@ -82,6 +82,11 @@ impl<'a> Tx<'a> {
         self.hot_written.get()
     }
 
+    /// Bytes of operations recorded so far (ledger mode; always 0 in control mode).
+    pub(crate) fn log_len(&self) -> usize {
+        self.log.borrow().len()
+    }
+
     /// The operations recorded so far, leaving the buffer empty.
     pub(super) fn take_log(&self) -> Vec<u8> {
         std::mem::take(&mut *self.log.borrow_mut())

@@ -436,8 +436,16 @@ fn commit_batch(store: &Store, mut batch: Vec<Job>, log: &mut Log) {
         let mut answers = Vec::with_capacity(batch.len());
         let mut failed = None;
         for (i, job) in batch.iter().enumerate() {
+            let written = tx.log_len();
             match apply(store, &tx, &job.cmd, &clock) {
                 Ok(applied) => answers.push(Ok(applied)),
+                // Refused before writing anything (a human's decision on a hold that is no
+                // longer pending, a settlement of a settled intent): the transaction is as it
+                // was, so the refusal is answered with the batch, after it is durable, and the
+                // rest of the batch goes on. Every write of a ledger transaction is recorded
+                // (tx.rs), so an unchanged log means an unchanged transaction; a storage error
+                // still aborts, whatever was recorded.
+                Err(e) if tx.log_len() == written && e.is_refusal() => answers.push(Err(e)),
                 Err(e) => {
                     failed = Some((i, e));
                     break;
@@ -736,6 +744,37 @@ mod tests {
         c.settle(o.org.clone(), claimed.id.clone(), response(200))
             .await
             .unwrap();
+        // A refusal (the hold is no longer pending) in the same batches as decisions: answered
+        // as a refusal, and the decisions around it are not disturbed.
+        let mut tasks = Vec::new();
+        for n in 0..8 {
+            let req = request(
+                store,
+                o,
+                &format!("beside-{n}"),
+                PI,
+                "amount=10&currency=usd",
+            );
+            let c = c.clone();
+            tasks.push(tokio::spawn(async move { c.decide(req).await }));
+        }
+        let again = c.decide_hold(
+            o.org.clone(),
+            held.id.clone(),
+            o.owner.clone(),
+            HumanVerdict::Approve,
+            None,
+            false,
+        );
+        assert!(again.await.unwrap_err().is_refusal());
+        for t in tasks {
+            let Decision::Forward { intent, .. } = t.await.unwrap().unwrap() else {
+                panic!("a decision beside a refusal was not allowed")
+            };
+            c.settle(intent.org, intent.id, response(200))
+                .await
+                .unwrap();
+        }
         let Decision::Respond(denied) = c
             .decide(request(
                 store,
