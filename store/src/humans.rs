@@ -22,9 +22,10 @@ use crate::audit_event::AuditEvent;
 use crate::error::{Result, StoreError};
 use crate::ids::{Actor, OrgId, UserId, random_bytes, random_hex};
 use crate::model::{Org, User};
+use crate::orgs::load_org;
 use crate::tables::*;
-use crate::tenants::{BCRYPT_COST, load_org, validate_password};
 use crate::time_util::now;
+use crate::users::{BCRYPT_COST, validate_password};
 
 /// bcrypt reads at most 72 bytes; longer passwords are refused, never truncated.
 pub const PASSWORD_MAX_BYTES: usize = 72;
@@ -190,7 +191,7 @@ pub fn session_hash(raw_id: &str) -> String {
     sha256_hex(raw_id)
 }
 
-/// Same normalization as account creation (`tenants::create_user_in`).
+/// Same normalization as account creation (`users::create_user_in`).
 fn normalize_email(email: &str) -> String {
     email.trim().to_ascii_lowercase()
 }

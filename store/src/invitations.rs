@@ -20,11 +20,12 @@ use crate::audit;
 use crate::audit_event::{AuditEvent, MemberAdded};
 use crate::error::{Result, StoreError};
 use crate::ids::{Actor, OrgId, UserId, random_hex};
+use crate::members::{PersonRef, person};
 use crate::model::{Membership, Role, User};
-use crate::org_admin::{PersonRef, person};
+use crate::orgs::load_org;
 use crate::tables::*;
-use crate::tenants::{BCRYPT_COST, create_user_in, load_org, validate_password};
 use crate::time_util::{Clock, now};
+use crate::users::{BCRYPT_COST, create_user_in, validate_password};
 
 /// How long an invitation can be accepted.
 pub const INVITATION_TTL_SECS: i64 = 7 * 24 * 3600;
@@ -134,7 +135,7 @@ fn parse_token(token: &str) -> Option<&str> {
     (hexish(id, 16) && hexish(secret, 64)).then_some(id)
 }
 
-/// Same rule as account creation (`tenants::create_user_in`).
+/// Same rule as account creation (`users::create_user_in`).
 fn checked_email(email: &str) -> Result<String> {
     let email = email.trim().to_ascii_lowercase();
     if email.len() > 254 || !email.contains('@') || email.starts_with('@') || email.ends_with('@') {

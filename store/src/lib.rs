@@ -7,8 +7,11 @@
 //! ([`Store::decide`]); the upstream result is a second one ([`Store::settle`]).
 
 mod admin_idempotency;
+mod agents;
 mod audit;
 mod audit_event;
+mod audit_trail;
+mod caps;
 mod crypto;
 mod error;
 mod events;
@@ -18,14 +21,17 @@ mod ids;
 mod invitations;
 mod jcs;
 mod ledger;
+mod members;
 mod metrics;
 mod model;
-mod org_admin;
+mod orgs;
+mod policy_versions;
+mod rail;
 mod rekey;
 mod stats;
 mod tables;
-mod tenants;
 mod time_util;
+mod users;
 mod webhooks;
 
 use std::collections::HashMap;
@@ -40,10 +46,13 @@ pub use admin_idempotency::{
     ADMIN_IDEMPOTENCY_STALE_SECS, ADMIN_IDEMPOTENCY_TTL_SECS, AdminAnswer, AdminClaim,
     AdminKeyScope, admin_request_digest,
 };
+pub use agents::AuthedAgent;
 pub use audit::{AuditHead, GENESIS, VerifyReport, check_event};
 pub use audit_event::{
     AuditEvent, CapChange, DecisionEvent, HumanDecision, MemberAdded, UnknownCause, UpstreamResult,
 };
+pub use caps::CapPatch;
+pub use caps::CapSpec;
 pub use crypto::{
     DATA_DIR_KEY_FILE, KeyLocation, MasterKey, check_key_file, load_master_key, replace_key_file,
     write_key_file,
@@ -63,16 +72,16 @@ pub use ledger::approvals::{Claim, HumanVerdict};
 pub use ledger::decide::{Decision, DecisionRequest, UpstreamOutcome};
 pub use ledger::wal::WAL_FILE;
 pub use ledger::{Applied, Command, Committer, Pruned, WriterLimits};
+pub use members::{MemberView, PersonRef};
 pub use metrics::{COMMIT_BUCKETS_US, StoreMetrics, StoreMetricsSnapshot};
 pub use model::{
     Agent, AgentStatus, Approval, Intent, IntentAmount, IntentStatus, Membership, Org,
     PolicyVersion, RailInfo, Reservation, Role, StoredResponse, User,
 };
-pub use org_admin::{CapPatch, MemberView, PersonRef};
 pub use rekey::RekeyReport;
 pub use stats::TableUsage;
-pub use tenants::{AuthedAgent, CapSpec, validate_password};
 pub use time_util::{Clock, now};
+pub use users::validate_password;
 pub use webhooks::{
     Attempt, Delivery, DueDelivery, EVENT_TYPES, RetryPolicy, WebhookEndpoint, check_url_shape,
     now_ms,

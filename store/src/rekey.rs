@@ -27,7 +27,7 @@ pub(crate) const KEY_CHECK: &str = "master_key_check";
 /// The kinds of sealed secrets, by the module that seals them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
-    /// `tenants.rs`: `rail|{org}`, keyed `{org}`.
+    /// `rail.rs`: `rail|{org}`, keyed `{org}`.
     Rail,
     /// `humans.rs`: `totp|{user}`, keyed `{user}` (users are global, not tenant data).
     Totp,

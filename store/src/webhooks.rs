@@ -238,7 +238,7 @@ impl Store {
         check_url_shape(url)?;
         check_types(events.as_deref())?;
         self.write(|txn| {
-            crate::tenants::load_org(txn, org)?;
+            crate::orgs::load_org(txn, org)?;
             let t = now();
             let ep = WebhookEndpoint {
                 id: format!("wh_{}", random_hex(12)),

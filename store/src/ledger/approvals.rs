@@ -10,10 +10,10 @@ use crate::error::{Result, StoreError};
 use crate::ids::{Actor, IntentId, OrgId, UserId};
 use crate::ledger::Tx;
 use crate::ledger::decide::{intent_key, load_intent, release_in, reserve_in, save_intent};
+use crate::members::person;
 use crate::model::{Agent, AgentStatus, Approval, Intent, IntentStatus, Membership};
-use crate::org_admin::person;
+use crate::orgs::load_org;
 use crate::tables::*;
-use crate::tenants::load_org;
 use crate::time_util::Clock;
 
 /// What the executor's claim found.

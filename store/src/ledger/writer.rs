@@ -524,10 +524,10 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::caps::CapSpec;
     use crate::ids::{Actor, AgentId, UserId};
     use crate::ledger::decide::{Decision, DecisionRequest, UpstreamOutcome};
     use crate::model::{IntentStatus, StoredResponse};
-    use crate::tenants::CapSpec;
     use crate::{MasterKey, WAL_FILE};
 
     const POLICIES: &str = r#"
