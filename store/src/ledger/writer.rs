@@ -307,7 +307,13 @@ enum ToSync {
     /// A batch committed durably: redb's durable state holds it and every batch before it, so
     /// the log restarts, and batches still waiting for their append need none.
     Checkpointed { jobs: Answered },
+    /// Commands refused after a round they were in was aborted: their answers may rest on
+    /// batches sent before, so they are given once those are durable.
+    After { jobs: Answered },
 }
+
+/// A batch's number and its recorded writes.
+type LogRecord = (u64, Vec<u8>);
 
 /// Batches committed ahead of the syncer at most (back-pressure on the writer).
 const SYNC_QUEUE: usize = 64;
@@ -331,12 +337,14 @@ fn start_syncer(store: Arc<Store>, mut wal: Wal) -> std::sync::mpsc::SyncSender<
 }
 
 fn sync_round(store: &Store, wal: &mut Wal, msgs: Vec<ToSync>) {
-    let mut pending: Vec<(u64, Vec<u8>, Answered)> = Vec::new();
+    // In commit order: a record to append (a batch) or none (answers that only wait).
+    let mut pending: Vec<(Option<LogRecord>, Answered)> = Vec::new();
     for m in msgs {
         match m {
-            ToSync::Log { lsn, writes, jobs } => pending.push((lsn, writes, jobs)),
+            ToSync::Log { lsn, writes, jobs } => pending.push((Some((lsn, writes)), jobs)),
+            ToSync::After { jobs } => pending.push((None, jobs)),
             ToSync::Checkpointed { jobs } => {
-                for (_, _, done) in pending.drain(..) {
+                for (_, done) in pending.drain(..) {
                     answer_all(done);
                 }
                 wal.restart();
@@ -347,18 +355,21 @@ fn sync_round(store: &Store, wal: &mut Wal, msgs: Vec<ToSync>) {
     if pending.is_empty() {
         return;
     }
+    let records: Vec<(u64, &[u8])> = pending
+        .iter()
+        .filter_map(|(r, _)| r.as_ref().map(|(lsn, w)| (*lsn, w.as_slice())))
+        .collect();
     let result = if store.is_poisoned() {
         Err(std::io::Error::other("an earlier log write failed"))
+    } else if records.is_empty() {
+        Ok(()) // every batch sent before was answered durable in an earlier round
     } else {
-        let records: Vec<(u64, &[u8])> = pending
-            .iter()
-            .map(|(lsn, w, _)| (*lsn, w.as_slice()))
-            .collect();
         wal.append(&records)
     };
+    drop(records);
     match result {
         Ok(()) => {
-            for (_, _, done) in pending {
+            for (_, done) in pending {
                 answer_all(done);
             }
         }
@@ -366,7 +377,7 @@ fn sync_round(store: &Store, wal: &mut Wal, msgs: Vec<ToSync>) {
             store.poison();
             tracing::error!(error = %e, batches = pending.len(),
                 "write-ahead log append failed; the batches fail closed and the store stops writing until restart");
-            for (_, _, done) in pending {
+            for (_, done) in pending {
                 fail_all(
                     done.into_iter().map(|(job, _)| job).collect(),
                     StoreError::Db(format!("write-ahead log: {e}")),
@@ -418,18 +429,26 @@ fn checkpoint(store: &Store, log: &mut Log) -> Result<()> {
 /// are run again without it in a fresh transaction (its partial writes must not be committed);
 /// each round removes at least one job, so this ends.
 fn commit_batch(store: &Store, mut batch: Vec<Job>, log: &mut Log) {
+    // Commands that failed after writing: answered with the batch that finally commits, or on
+    // their own once every batch before them is durable.
+    let mut refused: Answered = Vec::new();
     while !batch.is_empty() {
         if let Err(e) = store.check_poisoned() {
+            answer_all(refused);
             return fail_all(batch, e);
         }
         let started = Instant::now();
         let clock = now();
         let mut txn = match store.db.begin_write() {
             Ok(t) => t,
-            Err(e) => return fail_all(batch, e.into()),
+            Err(e) => {
+                answer_all(refused);
+                return fail_all(batch, e.into());
+            }
         };
         let checkpoint = log.checkpoint_due();
         if !checkpoint && let Err(e) = txn.set_durability(redb::Durability::None) {
+            answer_all(refused);
             return fail_all(batch, StoreError::Db(e.to_string()));
         }
         let tx = Tx::new(&txn, Mode::Ledger);
@@ -456,22 +475,25 @@ fn commit_batch(store: &Store, mut batch: Vec<Job>, log: &mut Log) {
         drop(tx);
         if let Some((i, e)) = failed {
             drop(txn); // aborts: nothing of this round is kept
-            batch.remove(i).answer(Err(e));
+            refused.push((batch.remove(i), Err(e)));
             continue;
         }
         let lsn = log.next_lsn;
         if log.to_sync.is_some()
             && let Err(e) = wal::set_applied_lsn(&txn, lsn)
         {
+            answer_all(refused);
             return fail_all(batch, e);
         }
         if let Err(e) = txn.commit() {
             tracing::error!(error = %e, jobs = batch.len(), "group commit failed; the batch fails closed");
+            answer_all(refused);
             return fail_all(batch, e.into());
         }
         log.next_lsn = lsn + 1;
         store.metrics.record_commit(batch.len(), started.elapsed());
-        let jobs: Answered = batch.into_iter().zip(answers).collect();
+        let mut jobs: Answered = batch.into_iter().zip(answers).collect();
+        jobs.append(&mut refused);
         if log.to_sync.is_none() {
             return answer_all(jobs); // durable: no log
         }
@@ -490,7 +512,9 @@ fn commit_batch(store: &Store, mut batch: Vec<Job>, log: &mut Log) {
         };
         if let Err(std::sync::mpsc::SendError(msg)) = sent {
             let jobs = match msg {
-                ToSync::Log { jobs, .. } | ToSync::Checkpointed { jobs } => jobs,
+                ToSync::Log { jobs, .. }
+                | ToSync::Checkpointed { jobs }
+                | ToSync::After { jobs } => jobs,
             };
             store.poison();
             tracing::error!("the log sync thread stopped; the store stops writing");
@@ -500,6 +524,20 @@ fn commit_batch(store: &Store, mut batch: Vec<Job>, log: &mut Log) {
             );
         }
         return;
+    }
+    // Every command of the batch failed: their answers wait for the batches sent before.
+    if refused.is_empty() {
+        return;
+    }
+    match &log.to_sync {
+        Some(to_sync) => {
+            if let Err(std::sync::mpsc::SendError(ToSync::After { jobs })) =
+                to_sync.send(ToSync::After { jobs: refused })
+            {
+                answer_all(jobs);
+            }
+        }
+        None => answer_all(refused),
     }
 }
 
