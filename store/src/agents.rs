@@ -1,14 +1,13 @@
 //! Agents and their tokens: creation (token shown once, stored as a digest), status (the
 //! agent's kill switch), rotation, and the data path's authentication.
 
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::Store;
 use crate::audit;
 use crate::audit_event::AuditEvent;
 use crate::error::{Result, StoreError};
-use crate::ids::{Actor, AgentId, OrgId, random_hex};
+use crate::ids::{Actor, AgentId, OrgId, random_hex, sha256_hex};
 use crate::model::{Agent, AgentStatus, Org, TokenRef};
 use crate::orgs::load_org;
 use crate::tables::*;
@@ -39,10 +38,6 @@ pub(crate) fn parse_agent_token(token: &str) -> Option<&str> {
     let (id, secret) = rest.split_once('_')?;
     let hexish = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
     (hexish(id, 16) && hexish(secret, 64)).then_some(id)
-}
-
-pub(crate) fn sha256_hex(s: &str) -> String {
-    hex::encode(Sha256::digest(s.as_bytes()))
 }
 
 impl Store {

@@ -13,14 +13,13 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::Store;
 use crate::audit;
 use crate::audit_event::AuditEvent;
 use crate::error::{Result, StoreError};
-use crate::ids::{Actor, OrgId, UserId, random_bytes, random_hex};
+use crate::ids::{Actor, OrgId, UserId, random_bytes, random_hex, sha256_hex};
 use crate::model::{Org, User};
 use crate::orgs::load_org;
 use crate::tables::*;
@@ -176,10 +175,6 @@ impl UserToken {
             created_at: r.created_at,
         }
     }
-}
-
-fn sha256_hex(s: &str) -> String {
-    hex::encode(Sha256::digest(s.as_bytes()))
 }
 
 fn ct_eq_str(a: &str, b: &str) -> bool {
@@ -911,6 +906,7 @@ mod tests {
     /// Stand-in for RFC 6238 (the real one lives in `admin` and is checked against pyotp):
     /// a 6-digit code that depends on the secret and the step.
     fn fake_code(secret: &[u8], step: u64) -> String {
+        use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
         h.update(secret);
         h.update(step.to_be_bytes());

@@ -3,6 +3,12 @@
 use serde::{Deserialize, Serialize};
 
 /// Random hex of `n` bytes from the OS generator.
+/// Lower-case hex SHA-256 of a text: how token ids, session ids and recovery codes are stored.
+pub(crate) fn sha256_hex(s: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
 pub(crate) fn random_hex(n: usize) -> String {
     hex::encode(random_bytes(n))
 }

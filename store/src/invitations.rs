@@ -12,14 +12,13 @@
 
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::Store;
 use crate::audit;
 use crate::audit_event::{AuditEvent, MemberAdded};
 use crate::error::{Result, StoreError};
-use crate::ids::{Actor, OrgId, UserId, random_hex};
+use crate::ids::{Actor, OrgId, UserId, random_hex, sha256_hex};
 use crate::members::{PersonRef, person};
 use crate::model::{Membership, Role, User};
 use crate::orgs::load_org;
@@ -116,10 +115,6 @@ pub struct Accepted {
 
 /// Checks a TOTP code for a user (the admin crate's RFC 6238 arithmetic), as in humans.rs.
 pub type SecondFactorCheck<'a> = &'a dyn Fn(&Store, &UserId) -> Result<bool>;
-
-fn sha256_hex(s: &str) -> String {
-    hex::encode(Sha256::digest(s.as_bytes()))
-}
 
 fn text_at(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)

@@ -7,11 +7,10 @@ use policies::CompiledPolicies;
 use redb::ReadableTable;
 
 use crate::Store;
-use crate::agents::sha256_hex;
 use crate::audit;
 use crate::audit_event::AuditEvent;
 use crate::error::{Result, StoreError};
-use crate::ids::{Actor, OrgId};
+use crate::ids::{Actor, OrgId, sha256_hex};
 use crate::model::{Org, PolicyVersion};
 use crate::orgs::{load_org, save_org};
 use crate::tables::*;

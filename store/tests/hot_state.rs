@@ -123,3 +123,74 @@ fn a_control_plane_commit_is_seen_by_the_next_decision() {
         other => panic!("expected a deny by the new cap, got {other:?}"),
     }
 }
+
+#[test]
+fn one_organization_s_kill_switch_does_not_reach_another_s_cached_state() {
+    let a = setup();
+    let actor = Actor::System("test".into());
+    // A second organization in the same store, with its own agent and rail key.
+    let (org_b, _) = a
+        .store
+        .init_org_with_owner("hot-org-b", "hot-b@example.com", "hot-Password-12345")
+        .unwrap();
+    a.store.set_policy(&org_b.id, POLICY, &actor).unwrap();
+    let (agent_b, _) = a
+        .store
+        .create_agent(&org_b.id, "hot-agent-b", vec![], &actor)
+        .unwrap();
+    a.store
+        .set_rail_key(&org_b.id, "sk_test_other", &actor)
+        .unwrap();
+    let b = Setup {
+        _dir: tempfile::tempdir().unwrap(),
+        store: a.store.clone(),
+        committer: a.committer.clone(),
+        org: org_b.id.clone(),
+        agent: agent_b.id.clone(),
+    };
+    // Both cached, each with its own rail key.
+    assert_eq!(rail_key(&decide(&a, "a1", 100)), "sk_test_first");
+    assert_eq!(rail_key(&decide(&b, "b1", 100)), "sk_test_other");
+    // B's agent frozen: B stops, A goes on with its own key.
+    a.store
+        .set_agent_status(&org_b.id, &agent_b.id, AgentStatus::Frozen, &actor)
+        .unwrap();
+    assert!(matches!(decide(&b, "b2", 100), Decision::Frozen));
+    assert_eq!(rail_key(&decide(&a, "a2", 100)), "sk_test_first");
+    // The same agent id asked under the other organization is not found, cached or not.
+    let crossed = Setup {
+        _dir: tempfile::tempdir().unwrap(),
+        store: a.store.clone(),
+        committer: a.committer.clone(),
+        org: a.org.clone(),
+        agent: agent_b.id.clone(),
+    };
+    let raw = RawRequest {
+        method: "POST",
+        path: "/v1/payment_intents",
+        query: "",
+        content_type: Some("application/x-www-form-urlencoded"),
+        body: b"amount=100&currency=usd",
+        account: "",
+    };
+    let facts =
+        policies::classify_request(&raw, &FormLimits::default(), &Lookups::offline()).unwrap();
+    let req = DecisionRequest {
+        org: crossed.org.clone(),
+        agent: crossed.agent.clone(),
+        idempotency_key: "x1".into(),
+        method: "POST".into(),
+        path: "/v1/payment_intents".into(),
+        query: String::new(),
+        headers: Vec::new(),
+        body: b"amount=100&currency=usd".to_vec(),
+        facts,
+        hold_expiry_secs: 3600,
+        prepared: None,
+    };
+    let err = crossed
+        .committer
+        .apply_blocking(Command::Decide(Box::new(req)))
+        .unwrap_err();
+    assert!(matches!(err, store::StoreError::NotFound("agent")), "{err}");
+}

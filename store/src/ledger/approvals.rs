@@ -269,7 +269,7 @@ impl Store {
             )?;
             return Ok(Claim::Cancelled(Box::new(intent)));
         }
-        let Some((rail_key, _)) = self.rail_key_in(txn, org)? else {
+        let Some((rail_key, _)) = self.hot_rail(txn, org)?.as_ref().clone() else {
             return Ok(Claim::Gone);
         };
         intent.status = intent.status.transition(IntentStatus::Forwarding)?;

@@ -769,16 +769,19 @@ pub(crate) fn prune_idempotency_in(
             if let Some(rec) = expired
                 && let Some((org, _)) = key.split_once('|')
             {
-                let intent: Option<Intent> =
-                    get_json(&intents, &format!("{org}|{}", rec.intent)).unwrap_or(None);
-                let finished = intent.is_none_or(|i| {
-                    matches!(
-                        i.status,
-                        IntentStatus::Succeeded
-                            | IntentStatus::Failed
-                            | IntentStatus::Denied
-                            | IntentStatus::Expired
-                    )
+                // An intent that does not decode keeps its record, like a live one.
+                let intent: Result<Option<Intent>> =
+                    get_json(&intents, &format!("{org}|{}", rec.intent));
+                let finished = intent.is_ok_and(|i| {
+                    i.is_none_or(|i| {
+                        matches!(
+                            i.status,
+                            IntentStatus::Succeeded
+                                | IntentStatus::Failed
+                                | IntentStatus::Denied
+                                | IntentStatus::Expired
+                        )
+                    })
                 });
                 if finished {
                     old.push(key.to_string());

@@ -72,6 +72,9 @@ impl<'a> Tx<'a> {
         Ok(TxTable {
             def,
             class: class_of(def.name()),
+            cached: super::hot::CACHED_TABLES
+                .iter()
+                .any(|t| t.name() == def.name()),
             table,
             tx: self,
         })
@@ -108,8 +111,8 @@ impl<'a> Tx<'a> {
         }
     }
 
-    fn record(&self, op: u8, table: &str, key: &str, value: &[u8]) {
-        if super::hot::CACHED_TABLES.iter().any(|t| t.name() == table) {
+    fn record(&self, cached: bool, op: u8, table: &str, key: &str, value: &[u8]) {
+        if cached {
             self.hot_written.set(true);
         }
         if self.mode == Mode::Ledger {
@@ -124,6 +127,8 @@ type Raw<'t> = redb::Table<'t, &'static str, &'static [u8]>;
 /// transaction's mode and recorded for the log in a ledger transaction.
 pub(crate) struct TxTable<'t> {
     def: Table,
+    /// One of the tables the writer's hot state caches (a write empties it).
+    cached: bool,
     class: Class,
     table: Raw<'t>,
     tx: &'t Tx<'t>,
@@ -134,8 +139,13 @@ impl TxTable<'_> {
     pub(crate) fn insert(&mut self, key: &str, value: &[u8]) -> Result<bool> {
         self.tx.check_writable(self.def.name(), self.class)?;
         let had = self.table.insert(key, value)?.is_some();
-        self.tx
-            .record(super::wal::OP_INSERT, self.def.name(), key, value);
+        self.tx.record(
+            self.cached,
+            super::wal::OP_INSERT,
+            self.def.name(),
+            key,
+            value,
+        );
         Ok(had)
     }
 
@@ -145,8 +155,13 @@ impl TxTable<'_> {
         self.tx.check_writable(self.def.name(), self.class)?;
         let had = self.table.remove(key)?.is_some();
         if had {
-            self.tx
-                .record(super::wal::OP_REMOVE, self.def.name(), key, &[]);
+            self.tx.record(
+                self.cached,
+                super::wal::OP_REMOVE,
+                self.def.name(),
+                key,
+                &[],
+            );
         }
         Ok(had)
     }
