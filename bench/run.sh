@@ -14,6 +14,7 @@
 #   BENCH_PROFILE=1        also sample the guard with perf during a guard-allow closed loop; builds
 #                          and runs the `profiling` profile (release + debuginfo, target/profiling)
 #                          instead of the lean `release` one, since perf needs the symbols
+#   BENCH_PROFILE_WHOLE=1  with BENCH_PROFILE=1: sample the whole guard process, not only the writer
 #   BENCH_CACHE_MB=64      the guard's store.cache_mb (redb page cache, MiB)
 #   BENCH_SKIP_BUILD=1     do not run cargo build first
 #   BENCH_KEEP=1           keep the temporary directory (logs, data dirs)
@@ -297,6 +298,7 @@ PERF_TOP="" PERF_GROUPS="" PERF_WHAT=""
 if [[ $PROFILE == 1 ]] && command -v perf >/dev/null 2>&1; then
   # The writer thread when there is one (it is the serial part), else the whole process.
   WRITER_TID=$(grep -lx pg-writer /proc/"$GUARD_PID"/task/*/comm 2>/dev/null | head -1 | cut -d/ -f5 || true)
+  if [[ ${BENCH_PROFILE_WHOLE:-0} == 1 ]]; then WRITER_TID=""; fi
   if [[ -n $WRITER_TID ]]; then PERF_TARGET=(-t "$WRITER_TID") PERF_WHAT="writer thread pg-writer"; else PERF_TARGET=(-p "$GUARD_PID") PERF_WHAT="whole guard process"; fi
   log "profiling the guard ($PERF_WHAT) with perf during a ${DURATION}s guard-allow closed loop"
   perf record -F 999 "${PERF_TARGET[@]}" -o "$WORK/perf.data" -- sleep "$DURATION" >/dev/null 2>&1 &

@@ -1,4 +1,5 @@
-//! Stored records. Each is JSON in its table (see `tables.rs` for the key layout).
+//! Stored records. Each is JSON in its table (see `tables.rs` for the key layout), except
+//! intents and idempotency records, whose on-disk format is `ledger/record.rs`.
 
 use std::collections::BTreeMap;
 
@@ -276,9 +277,9 @@ impl IntentAmount {
 }
 
 #[derive(Serialize, Deserialize)]
-struct AmountFields {
-    amount: Option<i64>,
-    currency: Option<String>,
+pub(crate) struct AmountFields {
+    pub(crate) amount: Option<i64>,
+    pub(crate) currency: Option<String>,
 }
 
 impl TryFrom<AmountFields> for IntentAmount {

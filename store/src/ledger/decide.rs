@@ -10,7 +10,7 @@ use crate::audit_event::{AuditEvent, DecisionEvent, UnknownCause, UpstreamResult
 use crate::error::{Result, StoreError};
 use crate::ids::{Actor, AgentId, IntentId, OrgId};
 use crate::ledger::Tx;
-use crate::ledger::spend;
+use crate::ledger::{record, spend};
 use crate::model::{
     Agent, AgentStatus, IdempotencyRecord, Intent, IntentStatus, Reservation, StoredResponse,
 };
@@ -108,7 +108,8 @@ pub(crate) fn intent_key(org: &OrgId, id: &IntentId) -> String {
 }
 
 pub(crate) fn load_intent(txn: &Tx<'_>, org: &OrgId, id: &IntentId) -> Result<Intent> {
-    get_json(&txn.open_table(INTENTS)?, &intent_key(org, id))?.ok_or(StoreError::NotFound("intent"))
+    record::get_intent(&txn.open_table(INTENTS)?, &intent_key(org, id))?
+        .ok_or(StoreError::NotFound("intent"))
 }
 
 pub(crate) fn save_intent(txn: &Tx<'_>, intent: &Intent) -> Result<()> {
@@ -122,7 +123,7 @@ pub(crate) fn insert_new_intent(txn: &Tx<'_>, intent: &Intent) -> Result<()> {
 
 fn write_intent(txn: &Tx<'_>, intent: &Intent, new: bool) -> Result<()> {
     let key = intent_key(&intent.org, &intent.id);
-    let bytes = serde_json::to_vec(intent)?;
+    let bytes = record::encode_intent(intent)?;
     let previous = txn.open_table(INTENTS)?.insert(&key, &bytes)?;
     if new && previous {
         return Err(StoreError::Corrupt(format!(
@@ -176,8 +177,7 @@ impl Store {
             &req.body,
         );
         let idem_key = format!("{}|{}|{}", req.org, req.agent, req.idempotency_key);
-        let existing: Option<IdempotencyRecord> =
-            get_json(&txn.open_table(IDEMPOTENCY)?, &idem_key)?;
+        let existing = record::get_idempotency(&txn.open_table(IDEMPOTENCY)?, &idem_key)?;
         if let Some(rec) = existing {
             return self.replay_in(txn, &req.org, rec, &digest, clock);
         }
@@ -204,15 +204,12 @@ impl Store {
         let verdict = self.evaluate_in(txn, &org, &agent, req, livemode, clock)?;
         let intent = new_intent(req, digest, &verdict, clock);
         let intent = self.record_decision_in(txn, intent, &verdict, clock)?;
-        put_json(
-            &mut txn.open_table(IDEMPOTENCY)?,
-            &idem_key,
-            &IdempotencyRecord {
-                request_digest: intent.request_digest.clone(),
-                intent: intent.id.clone(),
-                created_at: clock.text.clone(),
-            },
-        )?;
+        let rec = record::encode_idempotency(&IdempotencyRecord {
+            request_digest: intent.request_digest.clone(),
+            intent: intent.id.clone(),
+            created_at: clock.text.clone(),
+        })?;
+        txn.open_table(IDEMPOTENCY)?.insert(&idem_key, &rec)?;
         Ok(match verdict.outcome {
             Outcome::Allow => Decision::Forward {
                 intent: Box::new(intent),
@@ -384,13 +381,13 @@ impl Store {
     /// One intent of an organization.
     pub fn intent(&self, org: &OrgId, id: &IntentId) -> Result<Option<Intent>> {
         let r = self.read()?;
-        get_json(&r.open_table(INTENTS)?, &intent_key(org, id))
+        record::get_intent(&r.open_table(INTENTS)?, &intent_key(org, id))
     }
 
     /// Every intent of an organization, in id order.
     pub fn list_intents(&self, org: &OrgId) -> Result<Vec<Intent>> {
         let r = self.read()?;
-        scan_json(&r.open_table(INTENTS)?, &format!("{org}|"))
+        record::scan_intents(&r.open_table(INTENTS)?, &format!("{org}|"))
     }
 }
 
@@ -708,8 +705,8 @@ pub(crate) fn recover_in_flight_in(txn: &Tx<'_>, clock: &Clock) -> Result<usize>
         keys
     };
     for key in &keys {
-        let mut intent: Intent =
-            get_json(&txn.open_table(INTENTS)?, key)?.ok_or(StoreError::NotFound("intent"))?;
+        let mut intent = record::get_intent(&txn.open_table(INTENTS)?, key)?
+            .ok_or(StoreError::NotFound("intent"))?;
         intent.status = intent.status.transition(IntentStatus::Unknown)?;
         save_intent(txn, &intent)?;
         let event = AuditEvent::IntentUnknown(UnknownCause::Restarted {
@@ -757,7 +754,7 @@ pub(crate) fn prune_idempotency_in(
             let key = k.value();
             scanned += 1;
             last = Some(key.to_string());
-            let expired = match serde_json::from_slice::<IdempotencyRecord>(v.value()) {
+            let expired = match record::decode_idempotency(v.value()) {
                 Ok(rec) => crate::time_util::unix_of(&rec.created_at)
                     .is_some_and(|at| at < created_before_unix)
                     .then_some(rec),
@@ -770,8 +767,7 @@ pub(crate) fn prune_idempotency_in(
                 && let Some((org, _)) = key.split_once('|')
             {
                 // An intent that does not decode keeps its record, like a live one.
-                let intent: Result<Option<Intent>> =
-                    get_json(&intents, &format!("{org}|{}", rec.intent));
+                let intent = record::get_intent(&intents, &format!("{org}|{}", rec.intent));
                 let finished = intent.is_ok_and(|i| {
                     i.is_none_or(|i| {
                         matches!(

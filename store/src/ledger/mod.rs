@@ -19,6 +19,7 @@
 pub(crate) mod approvals;
 pub(crate) mod decide;
 pub(crate) mod hot;
+pub(crate) mod record;
 pub(crate) mod spend;
 pub(crate) mod tx;
 pub(crate) mod wal;
