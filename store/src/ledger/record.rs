@@ -1,18 +1,25 @@
-//! The on-disk encoding of the ledger's two big records: intents and idempotency records
-//! (issue #13, "Small": binary records behind a versioned format).
+//! The on-disk encoding of the ledger's big records: intents and idempotency records here,
+//! and the compression the compact audit events share (`audit.rs`) (issue #13, "Small":
+//! binary records behind a versioned format).
 //!
-//! A record is one version byte and a MessagePack body (`rmp-serde`, structs as arrays, no
-//! field names, bytes as `bin`, the request digest as its 32 raw bytes):
+//! A record is one version byte and a packed MessagePack body (`rmp-serde`, structs as arrays,
+//! no field names, bytes as `bin`, the request digest as its 32 raw bytes):
 //!
 //! | first byte | format |
 //! |---|---|
 //! | `{` (0x7B) | JSON, as every record was written before this module (read, never written) |
-//! | 0x01 | [`IntentV1`] / [`IdempotencyV1`] |
+//! | 0x01 | [`pack`]ed [`IntentV1`] / [`IdempotencyV1`] |
+//!
+//! [`pack`] is an LZ4 block (`lz4_flex`, pure Rust, safe decoding) behind its length, with a
+//! fixed dictionary, `dict_v1.txt`: the field names and values that every record repeats
+//! (audit event skeletons, Stripe paths, operations, statuses, headers, a PaymentIntent). Small
+//! records compress well only against such a dictionary. The dictionary is part of the format:
+//! it never changes (a test pins its SHA-256); a better one is a new version byte.
 //!
 //! Old records are read as they are and rewritten in the new format the next time their
 //! intent changes; nothing is migrated in bulk. A new format is a new version byte and a new
 //! struct beside the old ones, never a change to a struct below: the field order of each `V1`
-//! struct and the variant order of the enums it holds are the format (the golden tests at the
+//! struct and the serde names of the enums it holds are the format (the golden tests at the
 //! end pin both).
 
 use std::collections::BTreeMap;
@@ -132,18 +139,49 @@ fn derived_upstream_key(id: &IntentId) -> String {
     format!("pg-{id}")
 }
 
+/// The compression dictionary of format version 1 (see the module documentation).
+const DICT_V1: &[u8] = include_bytes!("dict_v1.txt");
+
+/// The largest record [`unpack`] accepts: far above any record (request and response bodies
+/// are bounded far below it), so a corrupt length cannot make it allocate gigabytes.
+const MAX_UNPACKED: usize = 16 << 20;
+
+/// `bytes` as its length (u32, little-endian) and an LZ4 block against [`DICT_V1`].
+pub(crate) fn pack(bytes: &[u8]) -> Vec<u8> {
+    lz4_flex::block::compress_prepend_size_with_dict(bytes, DICT_V1)
+}
+
+/// The bytes [`pack`] packed; an error for anything it did not produce.
+pub(crate) fn unpack(packed: &[u8], what: &str) -> Result<Vec<u8>> {
+    let (len, block) = packed
+        .split_first_chunk::<4>()
+        .ok_or_else(|| decode_err(what, "too short"))?;
+    let len = u32::from_le_bytes(*len) as usize;
+    if len > MAX_UNPACKED {
+        return Err(decode_err(what, format!("claims {len} bytes")));
+    }
+    let out = lz4_flex::block::decompress_with_dict(block, len, DICT_V1)
+        .map_err(|e| decode_err(what, e))?;
+    if out.len() != len {
+        return Err(decode_err(what, "length does not match"));
+    }
+    Ok(out)
+}
+
 fn framed<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    let mut out = vec![V1];
-    rmp_serde::encode::write(&mut out, value)
+    let body = rmp_serde::to_vec(value)
         .map_err(|e| StoreError::Corrupt(format!("cannot encode a record: {e}")))?;
+    let mut out = Vec::with_capacity(body.len() / 2 + 8);
+    out.push(V1);
+    out.extend_from_slice(&pack(&body));
     Ok(out)
 }
 
 /// The body of a binary record, or `None` for a JSON one; an unknown version is corrupt.
-fn body_of<'a>(bytes: &'a [u8], what: &str) -> Result<Option<&'a [u8]>> {
+fn body_of(bytes: &[u8], what: &str) -> Result<Option<Vec<u8>>> {
     match bytes.first() {
         Some(b'{') => Ok(None),
-        Some(&V1) => Ok(Some(&bytes[1..])),
+        Some(&V1) => unpack(&bytes[1..], what).map(Some),
         Some(other) => Err(StoreError::Corrupt(format!(
             "{what} record has unknown format version {other:#04x}"
         ))),
@@ -220,7 +258,7 @@ pub(crate) fn decode_intent(bytes: &[u8]) -> Result<Intent> {
     let Some(body) = body_of(bytes, "intent")? else {
         return Ok(serde_json::from_slice(bytes)?);
     };
-    let r: IntentV1 = rmp_serde::from_slice(body).map_err(|e| decode_err("intent", e))?;
+    let r: IntentV1 = rmp_serde::from_slice(&body).map_err(|e| decode_err("intent", e))?;
     let amount = IntentAmount::try_from(crate::model::AmountFields {
         amount: r.amount,
         currency: r.currency,
@@ -298,7 +336,8 @@ pub(crate) fn decode_idempotency(bytes: &[u8]) -> Result<IdempotencyRecord> {
     let Some(body) = body_of(bytes, "idempotency")? else {
         return Ok(serde_json::from_slice(bytes)?);
     };
-    let r: IdempotencyV1 = rmp_serde::from_slice(body).map_err(|e| decode_err("idempotency", e))?;
+    let r: IdempotencyV1 =
+        rmp_serde::from_slice(&body).map_err(|e| decode_err("idempotency", e))?;
     Ok(IdempotencyRecord {
         request_digest: r.request_digest.text(),
         intent: r.intent,
@@ -573,8 +612,12 @@ mod tests {
     /// means records already on disk would decode differently: add a version instead.
     #[test]
     fn the_v1_encoding_is_pinned() {
-        let bytes = encode_intent(&sample(IntentStatus::Forwarding)).unwrap();
-        assert_eq!(hex::encode(&bytes), PINNED_INTENT);
+        let i = sample(IntentStatus::Forwarding);
+        let bytes = encode_intent(&i).unwrap();
+        assert_eq!(bytes[0], V1);
+        assert_eq!(hex::encode(unpack(&bytes[1..], "t").unwrap()), PINNED_BODY);
+        let stored = hex::decode(PINNED_PACKED).unwrap();
+        assert_eq!(json_of(&decode_intent(&stored).unwrap()), json_of(&i));
         let statuses: Vec<Vec<u8>> = [
             IntentStatus::PendingApproval,
             IntentStatus::Approved,
@@ -591,8 +634,44 @@ mod tests {
         assert_eq!(hex::encode(statuses.concat()), PINNED_STATUSES);
     }
 
-    const PINNED_INTENT: &str = concat!(
-        "01dc0022bc696e745f303132333435363738396162636465663031323334353637bc6f72675f303132333435",
+    #[test]
+    fn the_dictionary_never_changes() {
+        use sha2::Digest;
+        assert_eq!(
+            hex::encode(sha2::Sha256::digest(DICT_V1)),
+            "c550b2b9aea101ed8080ddc68cdf8ffee127014bb05ade0cf8cd50e48f5e0e2f",
+            "dict_v1.txt is part of format version 1: add a version instead"
+        );
+    }
+
+    #[test]
+    fn packing_round_trips_and_refuses_damage_without_panicking() {
+        let samples: Vec<Vec<u8>> = vec![
+            vec![],
+            b"x".to_vec(),
+            DICT_V1.to_vec(),
+            (0..5000u32).flat_map(|i| i.to_le_bytes()).collect(),
+        ];
+        for raw in &samples {
+            let packed = pack(raw);
+            assert_eq!(&unpack(&packed, "t").unwrap(), raw);
+            for i in 0..packed.len() {
+                for flip in [0x01u8, 0x80, 0xFF] {
+                    let mut bad = packed.clone();
+                    bad[i] ^= flip;
+                    // Damage is an error or (a changed literal) other bytes; never a panic.
+                    let _ = unpack(&bad, "t");
+                }
+            }
+        }
+        let mut huge = pack(b"abc");
+        huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(unpack(&huge, "t").is_err());
+    }
+
+    /// The MessagePack body of `sample(Forwarding)`: the format.
+    const PINNED_BODY: &str = concat!(
+        "dc0022bc696e745f303132333435363738396162636465663031323334353637bc6f72675f303132333435",
         "363738396162636465663031323334353637bc6167745f303132333435363738396162636465663031323334",
         "353637a86f726465722d313781a3526177c42007070707070707070707070707070707070707070707070707",
         "07070707070707a4504f5354b32f76312f7061796d656e745f696e74656e7473b67061796d656e745f696e74",
@@ -605,6 +684,17 @@ mod tests {
         "5d3d789192ac636f6e74656e742d74797065d9216170706c69636174696f6e2f782d7777772d666f726d2d75",
         "726c656e636f646564c00193ccc89192aa726571756573742d6964a57265715f31c40d7b226964223a227069",
         "5f31227da470695f31",
+    );
+    /// Its stored bytes as this build packed them: must always decode (the compressor may
+    /// pack differently one day; the unpacker must still read this).
+    const PINNED_PACKED: &str = concat!(
+        "011802000040dc0022bc8603f40130313233343536373839616263646566100054bc6f72675f0d000d1d002f",
+        "61673a000710a85507cf722d313781a3526177c4200701000c10a43d011fb3fd00001fb6e2020316aac201f1",
+        "0bcd03e8a3757364a56375735f31a6616363745f31cd03e8c381a5840096a23137a4686f6c64aac2052291a7",
+        "4108ef3090a468656c64029194bc757372e9000612a7d5025f65a26f6bbb9b0208081c005730393a3539e505",
+        "0f1c0009f203ce6b49d20094cd03e8ce6553f10090c2c418be02103de30e14268b02f8033d757364aa657870",
+        "616e645b5d3d789192ac5c1027d9210a0f0fba100383c00193ccc89192aa6f0cb32d6964a57265715f31c40d",
+        "540cb070695f31227da470695f31",
     );
     /// Unit variants are their serde names (`rmp-serde`): renaming one is a format change.
     const PINNED_STATUSES: &str = concat!(
