@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::audit_event::AuditEvent;
+use crate::audit_record;
 use crate::error::{Result, StoreError};
 use crate::ids::{Actor, OrgId, UserId};
 use crate::tables::{AUDIT, AUDIT_HEADS, USER_AUDIT, USER_AUDIT_HEADS, get_json, put_json};
@@ -124,7 +125,9 @@ fn append_raw(
     let canonical = crate::jcs::to_vec(&event)
         .map_err(|e| StoreError::Corrupt(format!("cannot canonicalize event: {e}")))?;
     let hash = hex::encode(Sha256::digest(&canonical));
-    let bytes = with_hash_member(&canonical, &hash);
+    // The compact form (audit_record.rs) when its tail comes back byte for byte, else the line.
+    let bytes = audit_record::compact(&canonical, &hash, kind, org.as_str(), &head.hash, seq)
+        .unwrap_or_else(|| with_hash_member(&canonical, &hash));
     event["hash"] = Value::String(hash.clone());
     let mut events = txn.open_table(AUDIT)?;
     let key = audit_key(org, seq);
@@ -452,18 +455,46 @@ pub(crate) fn verify_events(
     })
 }
 
-/// Iterate an organization's raw events in order (read transaction).
+/// An organization's events in order from `first_seq`, each as its canonical line (compact
+/// values expanded, audit_record.rs), inside a read transaction.
+pub(crate) fn raw_events_from<'t>(
+    table: &'t redb::ReadOnlyTable<&'static str, &'static [u8]>,
+    org: &OrgId,
+    first_seq: u64,
+) -> Result<impl Iterator<Item = Result<Vec<u8>>> + 't> {
+    // The first event's `prev` is the stated hash of the one before it.
+    let mut prev = match first_seq.checked_sub(1) {
+        None | Some(0) => GENESIS.to_string(),
+        Some(before) => table
+            .get(audit_key(org, before).as_str())?
+            .and_then(|v| audit_record::stated_hash(v.value()))
+            .unwrap_or_default(),
+    };
+    let start = audit_key(org, first_seq.max(1));
+    let end = format!("{org}}}"); // '}' sorts after '|'
+    let range = table.range(start.as_str()..end.as_str())?;
+    let org = org.as_str().to_string();
+    Ok(range.map(move |row| {
+        let (k, v) = row?;
+        // A key whose seq does not parse expands with seq 0, which no check accepts.
+        let seq = k
+            .value()
+            .rsplit_once('|')
+            .and_then(|(_, n)| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        let stored = v.value();
+        let line = audit_record::expand(stored, &org, seq, &prev);
+        prev = audit_record::stated_hash(stored).unwrap_or_default();
+        Ok(line)
+    }))
+}
+
+/// Every event of an organization in order, as canonical lines (read transaction).
 pub(crate) fn raw_events<'t>(
     table: &'t redb::ReadOnlyTable<&'static str, &'static [u8]>,
     org: &OrgId,
 ) -> Result<impl Iterator<Item = Result<Vec<u8>>> + 't> {
-    let prefix = format!("{org}|");
-    let end = format!("{org}}}"); // '}' sorts after '|'
-    let range = table.range(prefix.as_str()..end.as_str())?;
-    Ok(range.map(|row| {
-        let (_, v) = row?;
-        Ok(v.value().to_vec())
-    }))
+    raw_events_from(table, org, 1)
 }
 
 #[cfg(test)]
@@ -648,14 +679,21 @@ mod tests {
         let stored = |t: &redb::ReadOnlyTable<&'static str, &'static [u8]>, k: &str| {
             String::from_utf8(t.get(k).unwrap().unwrap().value().to_vec()).unwrap()
         };
+        // Stored compact (audit_record.rs); read back, exactly the lines stored before.
+        let raw = |k: &str| events.get(k).unwrap().unwrap().value().to_vec();
+        assert_eq!(raw("org_1|00000000000000000001")[0], 0x01);
+        let lines: Vec<String> = raw_events(&events, &org)
+            .unwrap()
+            .map(|l| String::from_utf8(l.unwrap()).unwrap())
+            .collect();
         assert_eq!(
-            stored(&events, "org_1|00000000000000000001"),
+            lines[0],
             format!(
                 r#"{{"actor":{{"id":"usr_1","type":"user"}},"at":"{at}","data":{{"name":"Acme"}},"hash":"{H1}","kind":"org.created","org":"org_1","prev":"{GENESIS}","seq":1}}"#
             )
         );
         assert_eq!(
-            stored(&events, "org_1|00000000000000000002"),
+            lines[1],
             format!(
                 r#"{{"actor":{{"id":"usr_1","type":"user"}},"at":"{at}","data":{{"email":"a@example.com","invitation":"inv_1","invited_by":"usr_2","role":"approver","user":"usr_1"}},"hash":"{H2}","kind":"member.added","org":"org_1","prev":"{H1}","seq":2}}"#
             )

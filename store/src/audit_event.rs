@@ -1302,6 +1302,32 @@ mod tests {
         }
     }
 
+    /// Every kind is stored compact (audit_record.rs) and reads back as its canonical line.
+    #[test]
+    fn every_kind_is_stored_compact() {
+        use sha2::{Digest, Sha256};
+        let org = "org_0123456789abcdef01234567";
+        let prev = crate::audit::GENESIS;
+        for (seq, (event, kind, _)) in (1u64..).zip(cases()) {
+            let mut ev = json!({
+                "org": org, "seq": seq, "at": "2026-12-03T10:00:00.000000Z",
+                "actor": {"type": "system", "id": "t"}, "kind": kind, "data": event.data(),
+                "prev": prev,
+            });
+            let canonical = crate::jcs::to_vec(&ev).expect("canonical");
+            let hash = hex::encode(Sha256::digest(&canonical));
+            let stored = crate::audit_record::compact(&canonical, &hash, kind, org, prev, seq)
+                .unwrap_or_else(|| panic!("{kind} is not stored compact"));
+            ev["hash"] = Value::String(hash);
+            let line = crate::audit_record::expand(&stored, org, seq, prev);
+            assert_eq!(
+                line,
+                serde_json_canonicalizer::to_vec(&ev).expect("canonical"),
+                "{kind}"
+            );
+        }
+    }
+
     #[test]
     fn the_cases_cover_every_kind_and_the_kinds_are_distinct() {
         let listed: BTreeSet<&str> = KINDS.into_iter().collect();

@@ -72,12 +72,9 @@ impl Store {
     pub fn audit_page(&self, org: &OrgId, after: u64, limit: usize) -> Result<Vec<Value>> {
         let r = self.read()?;
         let t = r.open_table(AUDIT)?;
-        let start = format!("{org}|{:020}", after.saturating_add(1));
-        let end = format!("{org}}}");
         let mut out = Vec::new();
-        for row in t.range(start.as_str()..end.as_str())?.take(limit) {
-            let (_, v) = row?;
-            out.push(serde_json::from_slice(v.value())?);
+        for line in audit::raw_events_from(&t, org, after.saturating_add(1))?.take(limit) {
+            out.push(serde_json::from_slice(&line?)?);
         }
         Ok(out)
     }

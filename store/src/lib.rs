@@ -10,6 +10,7 @@ mod admin_idempotency;
 mod agents;
 mod audit;
 mod audit_event;
+mod audit_record;
 mod audit_trail;
 mod caps;
 mod crypto;
