@@ -882,8 +882,8 @@ async fn decide(
         .committer
         .decide_hold(org, id, user, verdict, comment, stepped_up)
         .await?;
-    // Wake the executor and any agent waiting with `Prefer: wait`.
-    state.events.publish(&i.id);
+    // Wake any agent waiting with `Prefer: wait`, and the executor when it is now approved.
+    state.events.publish_status(&i.id, i.status);
     Ok(Json(IntentView::from(&i)))
 }
 

@@ -39,11 +39,13 @@ impl Executor {
 
     /// Run until `shutdown` turns true.
     pub async fn run(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        // Subscribed once, before the first sweep: an approval made while a sweep runs marks
+        // the subscription changed, so the next wait returns at once.
+        let mut approvals = self.events.approvals();
         loop {
-            let mut sub = self.events.subscribe();
             self.sweep().await;
             tokio::select! {
-                _ = sub.any(SWEEP_EVERY) => {}
+                _ = approvals.next(SWEEP_EVERY) => {}
                 _ = shutdown.changed() => return,
             }
             if *shutdown.borrow() {

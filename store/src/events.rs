@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use crate::ids::IntentId;
-use tokio::sync::broadcast;
+use crate::model::IntentStatus;
+use tokio::sync::{broadcast, watch};
 
 /// Capacity of the notification channel (ids, not payloads).
 const CHANNEL_CAPACITY: usize = 4096;
@@ -15,12 +16,16 @@ const CHANNEL_CAPACITY: usize = 4096;
 #[derive(Clone, Debug)]
 pub struct IntentEvents {
     tx: broadcast::Sender<IntentId>,
+    /// Bumped when a hold becomes `approved`: the executor's only reason to look for work
+    /// between its periodic sweeps (it used to wake on every settlement, thousands a second).
+    approved: watch::Sender<u64>,
 }
 
 impl Default for IntentEvents {
     fn default() -> Self {
         let (tx, _) = broadcast::channel(CHANNEL_CAPACITY);
-        Self { tx }
+        let (approved, _) = watch::channel(0);
+        Self { tx, approved }
     }
 }
 
@@ -30,11 +35,43 @@ impl IntentEvents {
         let _ = self.tx.send(id.clone());
     }
 
+    /// Tell waiters that `id` changed to `status`; an `approved` one also wakes the executor.
+    pub fn publish_status(&self, id: &IntentId, status: IntentStatus) {
+        self.publish(id);
+        if status == IntentStatus::Approved {
+            self.approved.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    /// Subscribe to approvals (the executor): subscribe before sweeping, then
+    /// [`Approvals::next`] never misses one made during the sweep.
+    pub fn approvals(&self) -> Approvals {
+        let mut rx = self.approved.subscribe();
+        rx.mark_unchanged();
+        Approvals { rx }
+    }
+
     /// Subscribe before checking the state, then [`Subscription::changed`] never misses a change.
     pub fn subscribe(&self) -> Subscription {
         Subscription {
             rx: self.tx.subscribe(),
         }
+    }
+}
+
+/// A subscription to approvals.
+#[derive(Debug)]
+pub struct Approvals {
+    rx: watch::Receiver<u64>,
+}
+
+impl Approvals {
+    /// Wait until a hold was approved since the last call (true) or `timeout` passed (false).
+    pub async fn next(&mut self, timeout: Duration) -> bool {
+        matches!(
+            tokio::time::timeout(timeout, self.rx.changed()).await,
+            Ok(Ok(()))
+        )
     }
 }
 

@@ -59,7 +59,7 @@ pub use crypto::{
     write_key_file,
 };
 pub use error::{Result, StoreError};
-pub use events::{IntentEvents, Subscription};
+pub use events::{Approvals, IntentEvents, Subscription};
 pub use files::{DATA_DIR_MODE, DATA_FILE_MODE, secure_data_dir};
 pub use humans::{
     PASSWORD_MAX_BYTES, RECOVERY_CODES, SessionInfo, SignInFactor, TOKENS_PER_USER_MAX,
