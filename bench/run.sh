@@ -15,6 +15,7 @@
 #                          and runs the `profiling` profile (release + debuginfo, target/profiling)
 #                          instead of the lean `release` one, since perf needs the symbols
 #   BENCH_PROFILE_WHOLE=1  with BENCH_PROFILE=1: sample the whole guard process, not only the writer
+#   BENCH_PERF_ARGS="..."  extra arguments to perf record (e.g. --call-graph dwarf)
 #   BENCH_CACHE_MB=64      the guard's store.cache_mb (redb page cache, MiB)
 #   BENCH_SKIP_BUILD=1     do not run cargo build first
 #   BENCH_KEEP=1           keep the temporary directory (logs, data dirs)
@@ -301,7 +302,7 @@ if [[ $PROFILE == 1 ]] && command -v perf >/dev/null 2>&1; then
   if [[ ${BENCH_PROFILE_WHOLE:-0} == 1 ]]; then WRITER_TID=""; fi
   if [[ -n $WRITER_TID ]]; then PERF_TARGET=(-t "$WRITER_TID") PERF_WHAT="writer thread pg-writer"; else PERF_TARGET=(-p "$GUARD_PID") PERF_WHAT="whole guard process"; fi
   log "profiling the guard ($PERF_WHAT) with perf during a ${DURATION}s guard-allow closed loop"
-  perf record -F 999 "${PERF_TARGET[@]}" -o "$WORK/perf.data" -- sleep "$DURATION" >/dev/null 2>&1 &
+  perf record -F 999 ${BENCH_PERF_ARGS:-} "${PERF_TARGET[@]}" -o "$WORK/perf.data" -- sleep "$DURATION" >/dev/null 2>&1 &
   PERF_PID=$!
   "$BIN/pg-load" --url "http://127.0.0.1:$GUARD_PORT$URL_PATH" --token "$TOKEN" --connections "$CONNS" \
     --warmup-secs 0 --duration-secs "$DURATION" --label profile >"$WORK/profile.json"

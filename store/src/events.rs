@@ -82,17 +82,6 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// Wait until any intent changed (true) or `timeout` passed (false).
-    pub async fn any(&mut self, timeout: Duration) -> bool {
-        let wait = async {
-            match self.rx.recv().await {
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => true,
-                Err(broadcast::error::RecvError::Closed) => false,
-            }
-        };
-        tokio::time::timeout(timeout, wait).await.unwrap_or(false)
-    }
-
     /// Wait until `id` may have changed (true) or `timeout` passed (false).
     pub async fn changed(&mut self, id: &IntentId, timeout: Duration) -> bool {
         let wait = async {

@@ -4,7 +4,7 @@ use time::OffsetDateTime;
 use time::format_description::FormatItem;
 use time::macros::format_description;
 
-const RFC3339_MICROS: &[FormatItem<'static>] =
+pub(crate) const RFC3339_MICROS: &[FormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
 
 /// A point in time: unix seconds and its RFC 3339 text with microseconds (UTC).

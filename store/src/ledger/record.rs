@@ -38,8 +38,9 @@ use crate::model::{
 const V1: u8 = 0x01;
 
 /// The request digest: SHA-256 as 32 raw bytes when it is 64 lower-case hex digits (always, for
-/// a digest the guard computed), else the text as stored.
+/// a digest the guard computed), else the text as stored. Untagged: `bin` or a string.
 #[derive(Serialize, Deserialize)]
+#[serde(untagged)]
 enum DigestV1 {
     Raw(#[serde(with = "bin")] Vec<u8>),
     Text(String),
@@ -61,13 +62,74 @@ impl DigestV1 {
     }
 }
 
+/// A time the store wrote (`2026-12-03T10:00:00.123456Z`, `time_util`): Unix microseconds
+/// when the text reads back identically from them, else the text. Untagged: an integer or a
+/// string in MessagePack.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum TimeV1 {
+    Micros(i64),
+    Text(String),
+}
+
+impl TimeV1 {
+    fn of(text: &str) -> TimeV1 {
+        let micros = time::PrimitiveDateTime::parse(text, crate::time_util::RFC3339_MICROS)
+            .ok()
+            .map(|t| t.assume_utc().unix_timestamp_nanos() / 1000)
+            .and_then(|m| i64::try_from(m).ok());
+        match micros {
+            Some(m) if Self::format(m).as_deref() == Some(text) => TimeV1::Micros(m),
+            _ => TimeV1::Text(text.to_string()),
+        }
+    }
+
+    fn format(micros: i64) -> Option<String> {
+        let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000).ok()?;
+        t.format(crate::time_util::RFC3339_MICROS).ok()
+    }
+
+    fn text(self) -> std::result::Result<String, String> {
+        match self {
+            TimeV1::Micros(m) => Self::format(m).ok_or_else(|| format!("time {m} out of range")),
+            TimeV1::Text(t) => Ok(t),
+        }
+    }
+}
+
+/// An id (`int_…`, `org_…`, …): its hex digits as raw bytes when it is the prefix and an even
+/// number of lower-case hex digits (every id the guard generates), else the text. Untagged:
+/// `bin` or a string in MessagePack.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum IdV1 {
+    Raw(#[serde(with = "bin")] Vec<u8>),
+    Text(String),
+}
+
+impl IdV1 {
+    fn of(prefix: &str, id: &str) -> IdV1 {
+        match id.strip_prefix(prefix).map(hex::decode) {
+            Some(Ok(raw)) if format!("{prefix}{}", hex::encode(&raw)) == id => IdV1::Raw(raw),
+            _ => IdV1::Text(id.to_string()),
+        }
+    }
+
+    fn text(self, prefix: &str) -> String {
+        match self {
+            IdV1::Raw(raw) => format!("{prefix}{}", hex::encode(raw)),
+            IdV1::Text(t) => t,
+        }
+    }
+}
+
 /// An [`Intent`], field for field in the same order, with the amount as its two stored fields,
 /// bytes as bytes, and the upstream key left out when it is the one derived from the id.
 #[derive(Serialize, Deserialize)]
 struct IntentV1 {
-    id: IntentId,
-    org: OrgId,
-    agent: AgentId,
+    id: IdV1,
+    org: IdV1,
+    agent: IdV1,
     idempotency_key: String,
     request_digest: DigestV1,
     method: String,
@@ -88,8 +150,8 @@ struct IntentV1 {
     reason: String,
     approvals_required: u32,
     approvals: Vec<ApprovalV1>,
-    created_at: String,
-    decided_at: String,
+    created_at: TimeV1,
+    decided_at: TimeV1,
     expires_at_unix: Option<i64>,
     reservation: Option<ReservationV1>,
     #[serde(with = "bin_opt")]
@@ -105,10 +167,10 @@ struct IntentV1 {
 
 #[derive(Serialize, Deserialize)]
 struct ApprovalV1 {
-    user: UserId,
+    user: IdV1,
     verdict: String,
     comment: Option<String>,
-    at: String,
+    at: TimeV1,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -131,8 +193,8 @@ struct ResponseV1 {
 #[derive(Serialize, Deserialize)]
 struct IdempotencyV1 {
     request_digest: DigestV1,
-    intent: IntentId,
-    created_at: String,
+    intent: IdV1,
+    created_at: TimeV1,
 }
 
 fn derived_upstream_key(id: &IntentId) -> String {
@@ -198,9 +260,9 @@ pub(crate) fn encode_intent(i: &Intent) -> Result<Vec<u8>> {
     let upstream = (i.upstream_idempotency_key != derived_upstream_key(&i.id))
         .then(|| i.upstream_idempotency_key.clone());
     framed(&IntentV1 {
-        id: i.id.clone(),
-        org: i.org.clone(),
-        agent: i.agent.clone(),
+        id: IdV1::of(IntentId::PREFIX, i.id.as_str()),
+        org: IdV1::of(OrgId::PREFIX, i.org.as_str()),
+        agent: IdV1::of(AgentId::PREFIX, i.agent.as_str()),
         idempotency_key: i.idempotency_key.clone(),
         request_digest: DigestV1::of(&i.request_digest),
         method: i.method.clone(),
@@ -224,14 +286,14 @@ pub(crate) fn encode_intent(i: &Intent) -> Result<Vec<u8>> {
             .approvals
             .iter()
             .map(|a| ApprovalV1 {
-                user: a.user.clone(),
+                user: IdV1::of(UserId::PREFIX, a.user.as_str()),
                 verdict: a.verdict.clone(),
                 comment: a.comment.clone(),
-                at: a.at.clone(),
+                at: TimeV1::of(&a.at),
             })
             .collect(),
-        created_at: i.created_at.clone(),
-        decided_at: i.decided_at.clone(),
+        created_at: TimeV1::of(&i.created_at),
+        decided_at: TimeV1::of(&i.decided_at),
         expires_at_unix: i.expires_at_unix,
         reservation: i.reservation.as_ref().map(|r| ReservationV1 {
             amount: r.amount,
@@ -264,13 +326,27 @@ pub(crate) fn decode_intent(bytes: &[u8]) -> Result<Intent> {
         currency: r.currency,
     })
     .map_err(|e| decode_err("intent", e))?;
+    let id = IntentId::from_stored(r.id.text(IntentId::PREFIX));
     let upstream_idempotency_key = r
         .upstream_idempotency_key
-        .unwrap_or_else(|| derived_upstream_key(&r.id));
+        .unwrap_or_else(|| derived_upstream_key(&id));
+    let time = |t: TimeV1| t.text().map_err(|e| decode_err("intent", e));
+    let approvals = r
+        .approvals
+        .into_iter()
+        .map(|a| {
+            Ok(Approval {
+                user: UserId::from_stored(a.user.text(UserId::PREFIX)),
+                verdict: a.verdict,
+                comment: a.comment,
+                at: time(a.at)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok(Intent {
-        id: r.id,
-        org: r.org,
-        agent: r.agent,
+        id,
+        org: OrgId::from_stored(r.org.text(OrgId::PREFIX)),
+        agent: AgentId::from_stored(r.agent.text(AgentId::PREFIX)),
         idempotency_key: r.idempotency_key,
         request_digest: r.request_digest.text(),
         method: r.method,
@@ -289,18 +365,9 @@ pub(crate) fn decode_intent(bytes: &[u8]) -> Result<Intent> {
         caps: r.caps,
         reason: r.reason,
         approvals_required: r.approvals_required,
-        approvals: r
-            .approvals
-            .into_iter()
-            .map(|a| Approval {
-                user: a.user,
-                verdict: a.verdict,
-                comment: a.comment,
-                at: a.at,
-            })
-            .collect(),
-        created_at: r.created_at,
-        decided_at: r.decided_at,
+        approvals,
+        created_at: time(r.created_at)?,
+        decided_at: time(r.decided_at)?,
         expires_at_unix: r.expires_at_unix,
         reservation: r.reservation.map(|r| Reservation {
             amount: r.amount,
@@ -326,8 +393,8 @@ pub(crate) fn decode_intent(bytes: &[u8]) -> Result<Intent> {
 pub(crate) fn encode_idempotency(rec: &IdempotencyRecord) -> Result<Vec<u8>> {
     framed(&IdempotencyV1 {
         request_digest: DigestV1::of(&rec.request_digest),
-        intent: rec.intent.clone(),
-        created_at: rec.created_at.clone(),
+        intent: IdV1::of(IntentId::PREFIX, rec.intent.as_str()),
+        created_at: TimeV1::of(&rec.created_at),
     })
 }
 
@@ -340,8 +407,11 @@ pub(crate) fn decode_idempotency(bytes: &[u8]) -> Result<IdempotencyRecord> {
         rmp_serde::from_slice(&body).map_err(|e| decode_err("idempotency", e))?;
     Ok(IdempotencyRecord {
         request_digest: r.request_digest.text(),
-        intent: r.intent,
-        created_at: r.created_at,
+        intent: IntentId::from_stored(r.intent.text(IntentId::PREFIX)),
+        created_at: r
+            .created_at
+            .text()
+            .map_err(|e| decode_err("idempotency", e))?,
     })
 }
 
@@ -554,6 +624,18 @@ mod tests {
         // Neither is what the guard writes; both must come back as they were.
         i.upstream_idempotency_key = "legacy-key".into();
         i.request_digest = "NOT-HEX".into();
+        // Ids and times the guard would not write come back as text.
+        i.id = IntentId::from_stored("int_NotHex".into());
+        i.agent = AgentId::from_stored("agt_abc".into()); // odd number of digits
+        i.org = OrgId::from_stored("org_".into());
+        i.created_at = "2026-12-03T10:00:00Z".into(); // no microseconds
+        i.decided_at = "yesterday".into();
+        i.approvals = vec![Approval {
+            user: UserId::from_stored("someone".into()),
+            verdict: "deny".into(),
+            comment: None,
+            at: "2026-12-03T10:00:00.000001+00:00".into(),
+        }];
         let bytes = encode_intent(&i).unwrap();
         assert_eq!(json_of(&decode_intent(&bytes).unwrap()), json_of(&i));
         i.request_digest = hex::encode([0xABu8; 32]).to_uppercase();
@@ -671,30 +753,26 @@ mod tests {
 
     /// The MessagePack body of `sample(Forwarding)`: the format.
     const PINNED_BODY: &str = concat!(
-        "dc0022bc696e745f303132333435363738396162636465663031323334353637bc6f72675f303132333435",
-        "363738396162636465663031323334353637bc6167745f303132333435363738396162636465663031323334",
-        "353637a86f726465722d313781a3526177c42007070707070707070707070707070707070707070707070707",
-        "07070707070707a4504f5354b32f76312f7061796d656e745f696e74656e7473b67061796d656e745f696e74",
-        "656e74732e637265617465aa6d6f76655f6d6f6e6579cd03e8a3757364a56375735f31a6616363745f31cd03",
-        "e8c381a56f72646572a23137a4686f6c64aa666f7277617264696e6791a7706f6c6963793090a468656c6402",
-        "9194bc7573725f303132333435363738396162636465663031323334353637a7617070726f7665a26f6bbb32",
-        "3032362d31322d30335431303a30303a30302e3030303030305abb323032362d31322d30335430393a35393a",
-        "30302e3030303030305abb323032362d31322d30335430393a35393a30302e3030303030305ace6b49d20094",
-        "cd03e8ce6553f10090c2c418616d6f756e743d313030302663757272656e63793d757364aa657870616e645b",
-        "5d3d789192ac636f6e74656e742d74797065d9216170706c69636174696f6e2f782d7777772d666f726d2d75",
-        "726c656e636f646564c00193ccc89192aa726571756573742d6964a57265715f31c40d7b226964223a227069",
-        "5f31227da470695f31",
+        "dc0022c40c0123456789abcdef01234567c40c0123456789abcdef01234567c40c0123456789abcdef012345",
+        "67a86f726465722d3137c4200707070707070707070707070707070707070707070707070707070707070707",
+        "a4504f5354b32f76312f7061796d656e745f696e74656e7473b67061796d656e745f696e74656e74732e6372",
+        "65617465aa6d6f76655f6d6f6e6579cd03e8a3757364a56375735f31a6616363745f31cd03e8c381a56f7264",
+        "6572a23137a4686f6c64aa666f7277617264696e6791a7706f6c6963793090a468656c64029194c40c012345",
+        "6789abcdef01234567a7617070726f7665a26f6bcf000661b7d292a800cf000661b7ceff2100cf000661b7ce",
+        "ff2100ce6b49d20094cd03e8ce6553f10090c2c418616d6f756e743d313030302663757272656e63793d7573",
+        "64aa657870616e645b5d3d789192ac636f6e74656e742d74797065d9216170706c69636174696f6e2f782d77",
+        "77772d666f726d2d75726c656e636f646564c00193ccc89192aa726571756573742d6964a57265715f31c40d",
+        "7b226964223a2270695f31227da470695f31",
     );
     /// Its stored bytes as this build packed them: must always decode (the compressor may
     /// pack differently one day; the unpacker must still read this).
     const PINNED_PACKED: &str = concat!(
-        "011802000040dc0022bc8603f40130313233343536373839616263646566100054bc6f72675f0d000d1d002f",
-        "61673a000710a85507cf722d313781a3526177c4200701000c10a43d011fb3fd00001fb6e2020316aac201f1",
-        "0bcd03e8a3757364a56375735f31a6616363745f31cd03e8c381a5840096a23137a4686f6c64aac2052291a7",
-        "4108ef3090a468656c64029194bc757372e9000612a7d5025f65a26f6bbb9b0208081c005730393a3539e505",
-        "0f1c0009f203ce6b49d20094cd03e8ce6553f10090c2c418be02103de30e14268b02f8033d757364aa657870",
-        "616e645b5d3d789192ac5c1027d9210a0f0fba100383c00193ccc89192aa6f0cb32d6964a57265715f31c40d",
-        "540cb070695f31227da470695f31",
+        "019e010000d0dc0022c40c0123456789abcdef08000f0e000910a828077f722d3137c4200701000c10a40b01",
+        "1fb3cb00001fb6b0020316aa9001f10bcd03e8a3757364a56375735f31a6616363745f31cd03e8c381a57f00",
+        "96a23137a4686f6c64aa90052291a70f08aa3090a468656c64029194c60012a79402d165a26f6bcf000661b7",
+        "d292a800090036ceff210900f203ce6b49d20094cd03e8ce6553f10090c2c4184402103d690e14261102f803",
+        "3d757364aa657870616e645b5d3d789192ace20f27d921900e0f40100383c00193ccc89192aaf50bb32d6964",
+        "a57265715f31c40dda0bb070695f31227da470695f31",
     );
     /// Unit variants are their serde names (`rmp-serde`): renaming one is a format change.
     const PINNED_STATUSES: &str = concat!(
