@@ -39,6 +39,10 @@ pub(crate) const RATE: Table = TableDefinition::new("rate");
 pub(crate) const IN_FLIGHT: Table = TableDefinition::new("in_flight");
 /// `{org}|{intent}` → i64 (LE) expiry unix seconds: holds awaiting a human decision
 pub(crate) const PENDING: Table = TableDefinition::new("pending");
+/// `{expiry unix seconds:020}|{org}|{intent}` → empty: the same holds in the order they expire,
+/// so the expiry worker reads only the ones that are due (`pending` alone made it read every
+/// hold of every organization every few seconds)
+pub(crate) const PENDING_BY_EXPIRY: Table = TableDefinition::new("pending_by_expiry");
 /// `{org}|{intent}` → empty: approved holds awaiting the executor
 pub(crate) const APPROVED: Table = TableDefinition::new("approved");
 /// `{org}|{webhook}` → WebhookEndpoint
@@ -76,6 +80,12 @@ pub(crate) const INVITATION_TOKENS: Table = TableDefinition::new("invitation_tok
 /// a user without one); the answer inside is sealed (admin_idempotency.rs)
 pub(crate) const ADMIN_IDEMPOTENCY: Table = TableDefinition::new("admin_idempotency");
 
+/// The key of a hold in [`PENDING_BY_EXPIRY`] (`None`: never expires, sorted last).
+pub(crate) fn expiry_key(expires_at_unix: Option<i64>, intent_key: &str) -> String {
+    let at = expires_at_unix.unwrap_or(i64::MAX).max(0);
+    format!("{at:020}|{intent_key}")
+}
+
 /// `applied_lsn` → u64 (LE): the last batch of the writer's log that this state holds (wal.rs)
 pub(crate) const META: Table = TableDefinition::new("meta");
 
@@ -94,13 +104,14 @@ pub(crate) enum Class {
 
 /// The class of the table named `name`.
 pub(crate) fn class_of(name: &str) -> Class {
-    const LEDGER: [Table; 8] = [
+    const LEDGER: [Table; 9] = [
         INTENTS,
         IDEMPOTENCY,
         SPEND,
         RATE,
         IN_FLIGHT,
         PENDING,
+        PENDING_BY_EXPIRY,
         APPROVED,
         UPSTREAM_OBJECTS,
     ];
@@ -116,7 +127,7 @@ pub(crate) fn class_of(name: &str) -> Class {
 }
 
 /// Every table, created once at open so read transactions never meet a missing table.
-pub(crate) const ALL: [Table; 32] = [
+pub(crate) const ALL: [Table; 33] = [
     ORGS,
     USERS,
     USERS_BY_EMAIL,
@@ -132,6 +143,7 @@ pub(crate) const ALL: [Table; 32] = [
     RATE,
     IN_FLIGHT,
     PENDING,
+    PENDING_BY_EXPIRY,
     APPROVED,
     WEBHOOKS,
     OUTBOX,

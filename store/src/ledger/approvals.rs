@@ -1,6 +1,7 @@
 //! Human decisions on held intents, their expiry, and the hand-off to the executor
 //! (PROXY.md steps 5–6, ADMIN_API.md "Approvals").
 
+use redb::ReadableTable;
 use serde_json::{Value, json};
 
 use crate::Store;
@@ -332,42 +333,45 @@ pub(crate) fn expire_holds_in(
     max: usize,
     clock: &Clock,
 ) -> Result<Vec<IntentId>> {
-    let due: Vec<String> = {
-        let t = txn.open_table(PENDING)?;
+    // Only the holds that are due: `pending_by_expiry` sorts by expiry, so the scan stops at the
+    // first hold still running (keys up to `{now:020}|~`; `~` sorts after every id character).
+    let due: Vec<(String, String)> = {
+        let t = txn.open_table(PENDING_BY_EXPIRY)?;
+        let end = format!("{:020}|~", now_unix.max(0));
         let mut due = Vec::new();
-        for row in redb::ReadableTable::iter(&t)? {
-            let (k, v) = row?;
-            let bytes: [u8; 8] = v
-                .value()
-                .try_into()
-                .map_err(|_| StoreError::Corrupt("pending index".into()))?;
-            if i64::from_le_bytes(bytes) <= now_unix {
-                due.push(k.value().to_string());
-                if due.len() >= max {
-                    break;
-                }
+        for row in t.range(..end.as_str())?.take(max) {
+            let (k, _) = row?;
+            let index_key = k.value().to_string();
+            if let Some((_, intent_key)) = index_key.split_once('|') {
+                due.push((index_key.clone(), intent_key.to_string()));
+            } else {
+                due.push((index_key, String::new()));
             }
         }
         due
     };
     let mut expired = Vec::new();
-    for key in due {
-        let Some((o, i)) = key.split_once('|') else {
-            continue;
-        };
-        let (Some(org), Some(id)) = (OrgId::parse(o), IntentId::parse(i)) else {
-            continue;
-        };
+    for (index_key, key) in due {
+        let parsed = key
+            .split_once('|')
+            .and_then(|(o, i)| Some((OrgId::parse(o)?, IntentId::parse(i)?)));
         // An index entry without a pending intent is stale: drop it rather than stop every
-        // organization's holds from expiring.
-        let mut intent = match load_intent(txn, &org, &id) {
-            Ok(i) if i.status == IntentStatus::PendingApproval => i,
-            other => {
-                tracing::error!(intent = %id, found = ?other.map(|i| i.status), "a pending-hold index entry has no pending intent; dropped");
-                txn.open_table(PENDING)?.remove(&key)?;
-                continue;
-            }
+        // organization's holds from expiring (it would be read first on every later round).
+        let intent = match &parsed {
+            Some((org, id)) => load_intent(txn, org, id).ok(),
+            None => None,
         };
+        let (Some((org, id)), Some(mut intent)) = (parsed, intent) else {
+            tracing::error!(entry = %index_key, "a pending-by-expiry entry names no intent; dropped");
+            txn.open_table(PENDING_BY_EXPIRY)?.remove(&index_key)?;
+            continue;
+        };
+        if intent.status != IntentStatus::PendingApproval {
+            tracing::error!(intent = %id, found = ?intent.status, "a pending-hold index entry has no pending intent; dropped");
+            txn.open_table(PENDING_BY_EXPIRY)?.remove(&index_key)?;
+            txn.open_table(PENDING)?.remove(&key)?;
+            continue;
+        }
         intent.status = intent.status.transition(IntentStatus::Expired)?;
         intent.decided_at = clock.text.clone();
         save_intent(txn, &intent)?;

@@ -134,10 +134,15 @@ fn write_intent(txn: &Tx<'_>, intent: &Intent, new: bool) -> Result<()> {
     // Status indexes, so recovery, the executor and the expiry worker never scan every intent.
     let mut in_flight = txn.open_table(IN_FLIGHT)?;
     let mut pending = txn.open_table(PENDING)?;
+    let mut by_expiry = txn.open_table(PENDING_BY_EXPIRY)?;
     let mut approved = txn.open_table(APPROVED)?;
+    // A hold's expiry never changes, so its `pending_by_expiry` key is known from the intent.
+    let expiry_key = expiry_key(intent.expires_at_unix, &key);
     if !new {
         in_flight.remove(&key)?;
-        pending.remove(&key)?;
+        if pending.remove(&key)? {
+            by_expiry.remove(&expiry_key)?;
+        }
         approved.remove(&key)?;
     }
     match intent.status {
@@ -147,6 +152,7 @@ fn write_intent(txn: &Tx<'_>, intent: &Intent, new: bool) -> Result<()> {
         IntentStatus::PendingApproval => {
             let expiry = intent.expires_at_unix.unwrap_or(i64::MAX);
             pending.insert(&key, &expiry.to_le_bytes())?;
+            by_expiry.insert(&expiry_key, &[])?;
         }
         IntentStatus::Approved => {
             approved.insert(&key, &[])?;
@@ -695,7 +701,38 @@ impl Store {
 
 /// Mark every intent left `forwarding` by a previous process as `unknown` (nothing is in flight
 /// after a restart); returns how many ([`crate::Command::Recover`]).
+/// Give every hold in `pending` its `pending_by_expiry` entry: stores written before that
+/// index existed have none (run by [`crate::Command::Recover`] at start; one read of the pending
+/// holds, and nothing written when they are all indexed). Returns how many were added.
+pub(crate) fn index_pending_by_expiry_in(txn: &Tx<'_>) -> Result<usize> {
+    let missing: Vec<String> = {
+        let pending = txn.open_table(PENDING)?;
+        let by_expiry = txn.open_table(PENDING_BY_EXPIRY)?;
+        let mut missing = Vec::new();
+        for row in pending.iter()? {
+            let (k, v) = row?;
+            let at = <[u8; 8]>::try_from(v.value())
+                .map(i64::from_le_bytes)
+                .map_err(|_| StoreError::Corrupt("pending index".into()))?;
+            let key = expiry_key((at != i64::MAX).then_some(at), k.value());
+            if by_expiry.get(key.as_str())?.is_none() {
+                missing.push(key);
+            }
+        }
+        missing
+    };
+    let mut by_expiry = txn.open_table(PENDING_BY_EXPIRY)?;
+    for key in &missing {
+        by_expiry.insert(key, &[])?;
+    }
+    Ok(missing.len())
+}
+
 pub(crate) fn recover_in_flight_in(txn: &Tx<'_>, clock: &Clock) -> Result<usize> {
+    let indexed = index_pending_by_expiry_in(txn)?;
+    if indexed > 0 {
+        tracing::info!(holds = indexed, "indexed pending holds by expiry");
+    }
     let keys: Vec<String> = {
         let t = txn.open_table(IN_FLIGHT)?;
         let mut keys = Vec::new();

@@ -980,6 +980,101 @@ mod tests {
         assert_eq!(dump(&again.db), live);
     }
 
+    /// Holds expire in expiry order, at most `max` a round, and only the due ones are read;
+    /// a store whose holds predate `pending_by_expiry` gets them indexed by recovery.
+    #[test]
+    fn holds_expire_in_order_from_the_expiry_index_and_old_holds_are_indexed_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path(), MasterKey::generate()).unwrap());
+        let o = setup(&store);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let c = Committer::start(store.clone(), no_checkpoints());
+        let held = |key: &str, secs: i64| {
+            let mut r = request(
+                &store,
+                &o,
+                key,
+                "/v1/payment_intents",
+                "amount=300000&currency=usd",
+            );
+            r.hold_expiry_secs = secs;
+            match rt.block_on(c.decide(r)).unwrap() {
+                Decision::Respond(i) if i.status == IntentStatus::PendingApproval => *i,
+                other => panic!("not held: {other:?}"),
+            }
+        };
+        let late = held("late", 300);
+        let early = held("early", 100);
+        let middle = held("middle", 200);
+        let never_due = held("never", 86_400);
+        let at = |i: &Intent| i.expires_at_unix.unwrap();
+        let index = |store: &Store| -> Vec<String> {
+            let r = store.read().unwrap();
+            let t = r.open_table(crate::tables::PENDING_BY_EXPIRY).unwrap();
+            t.iter()
+                .unwrap()
+                .map(|e| e.unwrap().0.value().to_string())
+                .collect()
+        };
+        assert_eq!(index(&store).len(), 4);
+        // Nothing due yet.
+        assert!(
+            rt.block_on(c.expire(at(&early) - 1, 10))
+                .unwrap()
+                .is_empty()
+        );
+        // Two due, one a round: earliest first.
+        let now = at(&middle);
+        assert_eq!(
+            rt.block_on(c.expire(now, 1)).unwrap(),
+            vec![early.id.clone()]
+        );
+        assert_eq!(
+            rt.block_on(c.expire(now, 10)).unwrap(),
+            vec![middle.id.clone()]
+        );
+        assert!(rt.block_on(c.expire(now, 10)).unwrap().is_empty());
+        assert_eq!(index(&store).len(), 2);
+        // A hold decided by a human leaves the index with its intent's status.
+        rt.block_on(c.decide_hold(
+            o.org.clone(),
+            late.id.clone(),
+            o.owner.clone(),
+            HumanVerdict::Deny,
+            None,
+            false,
+        ))
+        .unwrap();
+        assert_eq!(index(&store).len(), 1);
+        // A store from before the index: the entry is gone, recovery puts it back.
+        {
+            let key = crate::tables::expiry_key(
+                never_due.expires_at_unix,
+                &crate::ledger::decide::intent_key(&o.org, &never_due.id),
+            );
+            // Straight into redb, as a store written by an older guard would be.
+            let w = store.db.begin_write().unwrap();
+            {
+                let mut t = w.open_table(crate::tables::PENDING_BY_EXPIRY).unwrap();
+                assert!(t.remove(key.as_str()).unwrap().is_some());
+            }
+            w.commit().unwrap();
+        }
+        assert!(index(&store).is_empty());
+        assert_eq!(
+            rt.block_on(c.apply(Command::Recover)).unwrap().recovered(),
+            Some(0)
+        );
+        assert_eq!(index(&store).len(), 1);
+        assert_eq!(
+            rt.block_on(c.expire(at(&never_due), 10)).unwrap(),
+            vec![never_due.id.clone()]
+        );
+    }
+
     #[test]
     fn a_failed_log_append_fails_the_batch_and_every_later_write() {
         let dir = tempfile::tempdir().unwrap();
