@@ -10,12 +10,12 @@
 //! the charge, the increase, the excess), not from what the guard reported.
 #![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
+mod common;
+
 use policies::{FactsError, FormLimits, Lookups, RawRequest};
 use proptest::prelude::*;
 use serde_json::json;
-use store::{
-    Actor, CapSpec, Decision, DecisionRequest, MasterKey, Store, StoredResponse, UpstreamOutcome,
-};
+use store::{Decision, StoredResponse, UpstreamOutcome};
 
 const POLICY: &str =
     r#"@id("agents-may-move-money") permit (principal, action in Action::"move_money", resource);"#;
@@ -158,18 +158,8 @@ proptest! {
         limit in 1_000i64..20_000,
         ops in proptest::collection::vec((op(), any::<bool>()), 1..24),
     ) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = std::sync::Arc::new(Store::open(dir.path(), MasterKey::generate()).unwrap());
-        let committer = store::Committer::start(store.clone(), store::WriterLimits::default());
-        let actor = Actor::System("test".into());
-        let (org, _) = store
-            .init_org_with_owner("prop-org", "prop@example.com", "prop-Password-1234")
-            .unwrap();
-        store.set_policy(&org.id, POLICY, &actor).unwrap();
-        let (agent, _) = store.create_agent(&org.id, "prop-agent", vec![], &actor).unwrap();
-        store.set_rail_key(&org.id, "sk_test_prop", &actor).unwrap();
-        let cap = json!({"scope": "org", "currency": "usd", "interval": "all_time", "limit": limit, "on_exceed": "deny"});
-        store.add_cap(&org.id, serde_json::from_value::<CapSpec>(cap).unwrap(), &actor).unwrap();
+        let s = common::org("prop-org", POLICY, "sk_test_prop");
+        s.add_cap(json!({"scope": "org", "currency": "usd", "interval": "all_time", "limit": limit, "on_exceed": "deny"}));
 
         let mut moved = 0i64;
         for (n, (op, rail_accepts)) in ops.iter().enumerate() {
@@ -187,26 +177,16 @@ proptest! {
                 }
             };
             prop_assert!(facts.valued, "{op:?} must be valued");
-            let req = DecisionRequest {
-                org: org.id.clone(),
-                agent: agent.id.clone(),
-                idempotency_key: format!("k{n}"),
-                method: method.into(),
-                path: path.clone(),
-                query: String::new(),
-                headers: Vec::new(),
-                body: body.clone(),
-                facts,
-                hold_expiry_secs: 3600,
-                prepared: None,
-            };
-            if let Decision::Forward { intent, .. } = committer.apply_blocking(store::Command::Decide(Box::new(req))).unwrap().decision().unwrap() {
+            let mut req = s.request(&format!("k{n}"), &path, "", facts);
+            req.method = method.into();
+            req.body = body.clone();
+            if let Decision::Forward { intent, .. } = s.decide(req) {
                 let status = if *rail_accepts { 200 } else { 402 };
                 let outcome = UpstreamOutcome::Response {
                     response: StoredResponse { status, headers: Vec::new(), body: b"{}".to_vec() },
                     upstream_id: None,
                 };
-                committer.apply_blocking(store::Command::Settle { org: org.id.clone(), intent: intent.id.clone(), outcome }).unwrap();
+                s.committer.apply_blocking(store::Command::Settle { org: s.org.clone(), intent: intent.id.clone(), outcome }).unwrap();
                 if *rail_accepts {
                     moved += op.moves();
                 }

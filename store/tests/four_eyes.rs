@@ -3,54 +3,26 @@
 //! re-checked in the decision's and the executor claim's own transactions.
 #![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
-use policies::{FormLimits, Lookups, RawRequest};
+mod common;
+
+use common::{PASSWORD, TestOrg};
 use store::{
-    Actor, AgentId, AgentStatus, Claim, Decision, DecisionRequest, HumanVerdict, IntentId,
-    IntentStatus, MasterKey, OrgId, Role, Store, StoreError, UserId,
+    Actor, AgentStatus, Claim, Decision, HumanVerdict, IntentId, IntentStatus, Role, Store,
+    StoreError, UserId,
 };
 
 const POLICY: &str = r#"@id("pay") permit (principal, action in Action::"move_money", resource);
 @id("two-humans") @hold("two humans") @approvals("2")
 forbid (principal, action in Action::"move_money", resource) when { resource.amount > 100 };"#;
 
-const PASSWORD: &str = "four-Eyes-Password-1";
-
-struct Setup {
-    _dir: tempfile::TempDir,
-    store: std::sync::Arc<Store>,
-    committer: store::Committer,
-    org: OrgId,
-    owner: UserId,
-    agent: AgentId,
-}
+type Setup = TestOrg;
 
 fn no_second_factor(_: &Store, _: &UserId) -> store::Result<bool> {
     Ok(false)
 }
 
 fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let store = std::sync::Arc::new(Store::open(dir.path(), MasterKey::generate()).unwrap());
-    let committer = store::Committer::start(store.clone(), store::WriterLimits::default());
-    let actor = Actor::System("test".into());
-    let (org, owner) = store
-        .init_org_with_owner("four-eyes", "owner@example.com", PASSWORD)
-        .unwrap();
-    store.set_policy(&org.id, POLICY, &actor).unwrap();
-    let (agent, _) = store
-        .create_agent(&org.id, "payer", vec![], &Actor::User(owner.id.clone()))
-        .unwrap();
-    store
-        .set_rail_key(&org.id, "sk_test_fourEyes", &actor)
-        .unwrap();
-    Setup {
-        _dir: dir,
-        store,
-        committer,
-        org: org.id,
-        owner: owner.id,
-        agent: agent.id,
-    }
+    common::org("four-eyes", POLICY, "sk_test_fourEyes")
 }
 
 /// Invite `email` as `role` (by the owner) and accept with a new password; the new user.
@@ -78,37 +50,7 @@ fn join(s: &Setup, email: &str, role: Role) -> UserId {
 }
 
 fn hold(s: &Setup, key: &str) -> IntentId {
-    let body = "amount=5000&currency=usd";
-    let raw = RawRequest {
-        method: "POST",
-        path: "/v1/payment_intents",
-        query: "",
-        content_type: Some("application/x-www-form-urlencoded"),
-        body: body.as_bytes(),
-        account: "",
-    };
-    let facts =
-        policies::classify_request(&raw, &FormLimits::default(), &Lookups::offline()).unwrap();
-    let req = DecisionRequest {
-        org: s.org.clone(),
-        agent: s.agent.clone(),
-        idempotency_key: key.into(),
-        method: "POST".into(),
-        path: "/v1/payment_intents".into(),
-        query: String::new(),
-        headers: Vec::new(),
-        body: body.as_bytes().to_vec(),
-        facts,
-        hold_expiry_secs: 3600,
-        prepared: None,
-    };
-    match s
-        .committer
-        .apply_blocking(store::Command::Decide(Box::new(req)))
-        .unwrap()
-        .decision()
-        .unwrap()
-    {
+    match s.pay(key, "amount=5000&currency=usd") {
         Decision::Respond(i) if i.status == IntentStatus::PendingApproval => i.id,
         other => panic!("expected a hold, got {other:?}"),
     }
@@ -185,10 +127,10 @@ fn a_member_accepted_after_the_hold_does_not_count_toward_its_quorum() {
         IntentStatus::Approved
     );
     let ctx = s.store.hold_context(&s.org, &i).unwrap();
-    assert_eq!(ctx["agent"]["created_by"]["email"], "owner@example.com");
+    assert_eq!(ctx["agent"]["created_by"]["email"], "four-eyes@example.com");
     assert_eq!(
         ctx["decisions"][0]["invited_by"]["email"],
-        "owner@example.com"
+        "four-eyes@example.com"
     );
 }
 

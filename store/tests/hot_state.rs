@@ -3,80 +3,18 @@
 //! kill switch, a new cap and a new rail key take effect at once.
 #![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
-use std::sync::Arc;
+mod common;
 
-use policies::{FormLimits, Lookups, RawRequest};
+use common::{ALLOW_MONEY, PAYMENT_INTENTS, TestOrg, form_facts};
 use serde_json::json;
-use store::{
-    Actor, AgentId, AgentStatus, CapSpec, Command, Committer, Decision, DecisionRequest, MasterKey,
-    OrgId, Store, WriterLimits,
-};
+use store::{Actor, AgentStatus, Command, Decision};
 
-const POLICY: &str =
-    r#"@id("agents-may-move-money") permit (principal, action in Action::"move_money", resource);"#;
-
-struct Setup {
-    _dir: tempfile::TempDir,
-    store: Arc<Store>,
-    committer: Committer,
-    org: OrgId,
-    agent: AgentId,
+fn setup() -> TestOrg {
+    common::org("hot-org", ALLOW_MONEY, "sk_test_first")
 }
 
-fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(dir.path(), MasterKey::generate()).unwrap());
-    let committer = Committer::start(store.clone(), WriterLimits::default());
-    let actor = Actor::System("test".into());
-    let (org, _) = store
-        .init_org_with_owner("hot-org", "hot@example.com", "hot-Password-12345")
-        .unwrap();
-    store.set_policy(&org.id, POLICY, &actor).unwrap();
-    let (agent, _) = store
-        .create_agent(&org.id, "hot-agent", vec![], &actor)
-        .unwrap();
-    store
-        .set_rail_key(&org.id, "sk_test_first", &actor)
-        .unwrap();
-    Setup {
-        _dir: dir,
-        store,
-        committer,
-        org: org.id,
-        agent: agent.id,
-    }
-}
-
-fn decide(s: &Setup, key: &str, amount: i64) -> Decision {
-    let body = format!("amount={amount}&currency=usd");
-    let raw = RawRequest {
-        method: "POST",
-        path: "/v1/payment_intents",
-        query: "",
-        content_type: Some("application/x-www-form-urlencoded"),
-        body: body.as_bytes(),
-        account: "",
-    };
-    let facts =
-        policies::classify_request(&raw, &FormLimits::default(), &Lookups::offline()).unwrap();
-    let req = DecisionRequest {
-        org: s.org.clone(),
-        agent: s.agent.clone(),
-        idempotency_key: key.into(),
-        method: "POST".into(),
-        path: "/v1/payment_intents".into(),
-        query: String::new(),
-        headers: Vec::new(),
-        body: body.into_bytes(),
-        facts,
-        hold_expiry_secs: 3600,
-        prepared: None,
-    };
-    s.committer
-        .apply_blocking(Command::Decide(Box::new(req)))
-        .unwrap()
-        .decision()
-        .unwrap()
+fn decide(s: &TestOrg, key: &str, amount: i64) -> Decision {
+    s.pay(key, &format!("amount={amount}&currency=usd"))
 }
 
 fn rail_key(d: &Decision) -> &str {
@@ -109,14 +47,7 @@ fn a_control_plane_commit_is_seen_by_the_next_decision() {
         .unwrap();
     assert_eq!(rail_key(&decide(&s, "k4", 100)), "sk_test_second");
 
-    let cap = json!({"scope": "org", "currency": "usd", "interval": "daily", "limit": 150, "on_exceed": "deny"});
-    s.store
-        .add_cap(
-            &s.org,
-            serde_json::from_value::<CapSpec>(cap).unwrap(),
-            &actor,
-        )
-        .unwrap();
+    s.add_cap(json!({"scope": "org", "currency": "usd", "interval": "daily", "limit": 150, "on_exceed": "deny"}));
     // 100 + 100 were reserved today before the cap existed: 50 more is past 150.
     match decide(&s, "k5", 50) {
         Decision::Respond(i) => assert_eq!(i.decision, policies::Outcome::Deny, "{}", i.reason),
@@ -128,12 +59,12 @@ fn a_control_plane_commit_is_seen_by_the_next_decision() {
 fn one_organization_s_kill_switch_does_not_reach_another_s_cached_state() {
     let a = setup();
     let actor = Actor::System("test".into());
-    // A second organization in the same store, with its own agent and rail key.
+    // A second organization in the same store (and writer), with its own agent and rail key.
     let (org_b, _) = a
         .store
-        .init_org_with_owner("hot-org-b", "hot-b@example.com", "hot-Password-12345")
+        .init_org_with_owner("hot-org-b", "hot-b@example.com", common::PASSWORD)
         .unwrap();
-    a.store.set_policy(&org_b.id, POLICY, &actor).unwrap();
+    a.store.set_policy(&org_b.id, ALLOW_MONEY, &actor).unwrap();
     let (agent_b, _) = a
         .store
         .create_agent(&org_b.id, "hot-agent-b", vec![], &actor)
@@ -141,11 +72,12 @@ fn one_organization_s_kill_switch_does_not_reach_another_s_cached_state() {
     a.store
         .set_rail_key(&org_b.id, "sk_test_other", &actor)
         .unwrap();
-    let b = Setup {
-        _dir: tempfile::tempdir().unwrap(),
+    let b = TestOrg {
+        dir: tempfile::tempdir().unwrap(),
         store: a.store.clone(),
         committer: a.committer.clone(),
         org: org_b.id.clone(),
+        owner: a.owner.clone(),
         agent: agent_b.id.clone(),
     };
     // Both cached, each with its own rail key.
@@ -158,37 +90,15 @@ fn one_organization_s_kill_switch_does_not_reach_another_s_cached_state() {
     assert!(matches!(decide(&b, "b2", 100), Decision::Frozen));
     assert_eq!(rail_key(&decide(&a, "a2", 100)), "sk_test_first");
     // The same agent id asked under the other organization is not found, cached or not.
-    let crossed = Setup {
-        _dir: tempfile::tempdir().unwrap(),
-        store: a.store.clone(),
-        committer: a.committer.clone(),
-        org: a.org.clone(),
-        agent: agent_b.id.clone(),
-    };
-    let raw = RawRequest {
-        method: "POST",
-        path: "/v1/payment_intents",
-        query: "",
-        content_type: Some("application/x-www-form-urlencoded"),
-        body: b"amount=100&currency=usd",
-        account: "",
-    };
-    let facts =
-        policies::classify_request(&raw, &FormLimits::default(), &Lookups::offline()).unwrap();
-    let req = DecisionRequest {
-        org: crossed.org.clone(),
-        agent: crossed.agent.clone(),
-        idempotency_key: "x1".into(),
-        method: "POST".into(),
-        path: "/v1/payment_intents".into(),
-        query: String::new(),
-        headers: Vec::new(),
-        body: b"amount=100&currency=usd".to_vec(),
-        facts,
-        hold_expiry_secs: 3600,
-        prepared: None,
-    };
-    let err = crossed
+    let body = "amount=100&currency=usd";
+    let mut req = a.request(
+        "x1",
+        PAYMENT_INTENTS,
+        body,
+        form_facts(PAYMENT_INTENTS, body),
+    );
+    req.agent = agent_b.id.clone();
+    let err = a
         .committer
         .apply_blocking(Command::Decide(Box::new(req)))
         .unwrap_err();

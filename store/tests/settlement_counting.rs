@@ -4,53 +4,18 @@
 //! dashboard), the confirm is the first time the guard sees that money move, and it counts.
 #![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
+mod common;
+
+use common::{ALLOW_MONEY, TestOrg};
 use policies::{FactsError, FormLimits, Lookups, RawRequest, RequestFacts};
 use serde_json::json;
-use store::{
-    Actor, AgentId, CapSpec, Decision, DecisionRequest, MasterKey, OrgId, Store, StoredResponse,
-    UpstreamOutcome,
-};
-
-const POLICY: &str =
-    r#"@id("agents-may-move-money") permit (principal, action in Action::"move_money", resource);"#;
-
-struct Setup {
-    _dir: tempfile::TempDir,
-    committer: store::Committer,
-    org: OrgId,
-    agent: AgentId,
-}
+use store::{Decision, StoredResponse, UpstreamOutcome};
 
 /// An organization with a 10,000 usd deny cap on all money movements.
-fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let store = std::sync::Arc::new(Store::open(dir.path(), MasterKey::generate()).unwrap());
-    let committer = store::Committer::start(store.clone(), store::WriterLimits::default());
-    let actor = Actor::System("test".into());
-    let (org, _) = store
-        .init_org_with_owner("settle-org", "s@example.com", "s-Password-12345")
-        .unwrap();
-    store.set_policy(&org.id, POLICY, &actor).unwrap();
-    let (agent, _) = store
-        .create_agent(&org.id, "settle-agent", vec![], &actor)
-        .unwrap();
-    store
-        .set_rail_key(&org.id, "sk_test_settle", &actor)
-        .unwrap();
-    let cap = json!({"scope": "org", "currency": "usd", "interval": "all_time", "limit": 10_000, "on_exceed": "deny"});
-    store
-        .add_cap(
-            &org.id,
-            serde_json::from_value::<CapSpec>(cap).unwrap(),
-            &actor,
-        )
-        .unwrap();
-    Setup {
-        _dir: dir,
-        committer,
-        org: org.id,
-        agent: agent.id,
-    }
+fn setup() -> TestOrg {
+    let s = common::org("settle-org", ALLOW_MONEY, "sk_test_settle");
+    s.add_cap(json!({"scope": "org", "currency": "usd", "interval": "all_time", "limit": 10_000, "on_exceed": "deny"}));
+    s
 }
 
 /// Classify as the proxy does, answering lookups with `pi`.
@@ -77,26 +42,8 @@ fn facts(method: &str, path: &str, body: &str, pi: serde_json::Value) -> Request
 }
 
 /// Decide, and when allowed settle with a 200 naming `created` as the upstream object.
-fn run(s: &Setup, key: &str, path: &str, body: &str, f: RequestFacts, created: &str) -> Decision {
-    let req = DecisionRequest {
-        org: s.org.clone(),
-        agent: s.agent.clone(),
-        idempotency_key: key.into(),
-        method: "POST".into(),
-        path: path.into(),
-        query: String::new(),
-        headers: Vec::new(),
-        body: body.as_bytes().to_vec(),
-        facts: f,
-        hold_expiry_secs: 3600,
-        prepared: None,
-    };
-    let decision = s
-        .committer
-        .apply_blocking(store::Command::Decide(Box::new(req)))
-        .unwrap()
-        .decision()
-        .unwrap();
+fn run(s: &TestOrg, key: &str, path: &str, body: &str, f: RequestFacts, created: &str) -> Decision {
+    let decision = s.decide(s.request(key, path, body, f));
     if let Decision::Forward { intent, .. } = &decision {
         let outcome = UpstreamOutcome::Response {
             response: StoredResponse {
