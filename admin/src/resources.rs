@@ -878,13 +878,23 @@ async fn decide(
         None => false,
     };
     let comment = body.comment;
-    let i = state
-        .committer
-        .decide_hold(org, id, user, verdict, comment, stepped_up)
-        .await?;
-    // Wake any agent waiting with `Prefer: wait`, and the executor when it is now approved.
-    state.events.publish_status(&i.id, i.status);
-    Ok(Json(IntentView::from(&i)))
+    // In a task of its own: a client that hangs up after the writer committed must not cancel
+    // the wake-up of the executor (and of any agent waiting with `Prefer: wait`), which would
+    // leave an approved hold to the executor's periodic sweep.
+    let (committer, events) = (state.committer.clone(), state.events.clone());
+    let decided = tokio::spawn(async move {
+        let i = committer
+            .decide_hold(org, id, user, verdict, comment, stepped_up)
+            .await?;
+        events.publish_status(&i.id, i.status);
+        Ok::<_, store::StoreError>(i)
+    })
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "the decision task failed");
+        store::StoreError::Db("the decision task failed".into())
+    })??;
+    Ok(Json(IntentView::from(&decided)))
 }
 
 #[utoipa::path(post, path = "/api/v1/intents/{id}/approve", tag = "intents", params(("id" = String, Path)), request_body = DecideBody, responses((status = 200, body = IntentView),

@@ -281,6 +281,8 @@ fn fast_link(raw: &[u8]) -> Option<FastLink> {
 
 /// Events checked per parallel batch during verification (bounds memory).
 const VERIFY_BATCH: usize = 16_384;
+/// Bytes of event lines per batch at most (two batches are in memory at a time).
+const VERIFY_BATCH_BYTES: usize = 32 << 20;
 /// Threads used to check event hashes.
 const VERIFY_THREADS_MAX: usize = 8;
 
@@ -406,9 +408,17 @@ pub(crate) fn verify_events(
     let broken = std::thread::scope(|scope| -> Result<Option<VerifyReport>> {
         let mut in_flight = None;
         loop {
+            // Bounded by count and by bytes: a damaged store cannot make a batch hold more
+            // than VERIFY_BATCH_BYTES (plus one event) of lines.
             let mut batch: Vec<Vec<u8>> = Vec::with_capacity(VERIFY_BATCH);
-            for raw in events.by_ref().take(VERIFY_BATCH) {
-                batch.push(raw?);
+            let mut bytes = 0usize;
+            for raw in events.by_ref() {
+                let raw = raw?;
+                bytes += raw.len();
+                batch.push(raw);
+                if batch.len() >= VERIFY_BATCH || bytes >= VERIFY_BATCH_BYTES {
+                    break;
+                }
             }
             if let Some(handle) = in_flight.take() {
                 let joined: std::thread::Result<Checked> =

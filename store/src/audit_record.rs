@@ -30,12 +30,16 @@
 //! fail its hash or its link. A damaged compact value expands to bytes that fail the check at
 //! its seq; reading never panics and never stops at it.
 
-use crate::ledger::record::{pack, unpack};
+use crate::ledger::record::{pack, unpack_at_most};
 
 /// Version byte of the compact form.
 const COMPACT_V1: u8 = 0x01;
 const HASH_LEN: usize = 32;
 const KIND_MEMBER: &[u8] = b",\"kind\":";
+/// The largest event body [`expand`] unpacks. The guard's events are a few hundred bytes (their
+/// strings are bounded by the admin API and the proxy); a stored value claiming more is damage,
+/// and verification must report it, not hold gigabytes of expanded lines.
+pub(crate) const MAX_EVENT_BYTES: usize = 1 << 20;
 
 /// What to store for an event whose canonical form without `hash` is `canonical`, hashed to
 /// `hash_hex`, given the tail it must reproduce. `None`: store the whole line instead.
@@ -95,15 +99,33 @@ pub(crate) fn stated_hash(stored: &[u8]) -> Option<String> {
     }
 }
 
-/// `hash` of a canonical line: the 64 characters before its last `","kind":"`.
+/// `hash` of a stored line. A canonical line ends `"hash":"<64 hex>","kind":…,"org":…,
+/// "prev":"<64 hex>","seq":<n>}`, read from that tail; anything else (a line stored by hand, or
+/// damaged) is parsed, so a `hash` nested in `data` is never taken for the event's own.
 fn stated_hash_of_line(line: &[u8]) -> Option<String> {
+    canonical_stated_hash(line).or_else(|| {
+        let v: serde_json::Value = serde_json::from_slice(line).ok()?;
+        v.get("hash")?.as_str().map(str::to_string)
+    })
+}
+
+fn canonical_stated_hash(line: &[u8]) -> Option<String> {
     const MARK: &[u8] = b"\",\"kind\":\"";
+    const PREV: &[u8] = b"\",\"prev\":\"";
+    const SEQ: &[u8] = b"\",\"seq\":";
+    let hex = |b: &[u8]| b.len() == 64 && b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+    // The tail: `","prev":"<64 hex>","seq":<digits>}`.
+    let body = line.strip_suffix(b"}")?;
+    let digits_at = body.iter().rposition(|c| !c.is_ascii_digit())? + 1;
+    let before_seq = body[..digits_at].strip_suffix(SEQ)?;
+    let prev_at = before_seq.len().checked_sub(64)?;
+    if !hex(&before_seq[prev_at..]) || !before_seq[..prev_at].ends_with(PREV) {
+        return None;
+    }
     let kind_at = line.windows(MARK.len()).rposition(|w| w == MARK)?;
     let start = kind_at.checked_sub(64)?;
-    if line.get(start.checked_sub(9)?..start)? != b",\"hash\":\"" {
-        // Not canonical: parse it (an event stored by hand, or damaged).
-        let v: serde_json::Value = serde_json::from_slice(line).ok()?;
-        return v.get("hash")?.as_str().map(str::to_string);
+    if line.get(start.checked_sub(9)?..start)? != b",\"hash\":\"" || !hex(&line[start..kind_at]) {
+        return None;
     }
     std::str::from_utf8(&line[start..kind_at])
         .ok()
@@ -122,7 +144,8 @@ pub(crate) fn expand(stored: &[u8], org: &str, seq: u64, prev_hex: &str) -> Vec<
 
 fn expand_compact(stored: &[u8], org: &str, seq: u64, prev_hex: &str) -> Option<Vec<u8>> {
     let hash = stored.get(1..1 + HASH_LEN)?;
-    let payload = unpack(stored.get(1 + HASH_LEN..)?, "audit event").ok()?;
+    let payload =
+        unpack_at_most(stored.get(1 + HASH_LEN..)?, "audit event", MAX_EVENT_BYTES).ok()?;
     let nul = payload.iter().position(|&b| b == 0)?;
     let kind = std::str::from_utf8(&payload[..nul]).ok()?;
     let body = &payload[nul + 1..];
@@ -186,6 +209,33 @@ mod tests {
         // Another org, seq or prev gives another line, which fails the event's own hash.
         assert_ne!(expand(&stored, "org_other", 7, prev), full);
         assert_ne!(expand(&stored, ORG, 8, prev), full);
+    }
+
+    #[test]
+    fn a_value_unpacking_past_the_event_limit_is_not_expanded() {
+        // 2 MiB of one byte packs to a few kilobytes; expanding it would hold 2 MiB a value.
+        let mut payload = b"decision\0".to_vec();
+        payload.extend(std::iter::repeat_n(b'a', 2 << 20));
+        let mut stored = vec![COMPACT_V1];
+        stored.extend_from_slice(&[7u8; HASH_LEN]);
+        stored.extend_from_slice(&pack(&payload));
+        assert!(stored.len() < 16 << 10, "{}", stored.len());
+        let out = expand(&stored, ORG, 1, crate::audit::GENESIS);
+        assert_eq!(out, stored, "returned as stored, which no check accepts");
+        assert!(crate::audit::check_event(&out, 1, crate::audit::GENESIS).is_err());
+    }
+
+    #[test]
+    fn the_stated_hash_of_a_line_is_its_own_not_one_nested_in_data() {
+        let (h, z) = ("1".repeat(64), "2".repeat(64));
+        let p = "3".repeat(64);
+        // Not canonical (data last), with a `hash` and a `kind` inside data.
+        let line = format!(
+            r#"{{"actor":1,"hash":"{h}","kind":"k","org":"o","prev":"{p}","seq":1,"data":{{"a":"x","hash":"{z}","kind":"q"}}}}"#
+        );
+        assert_eq!(stated_hash(line.as_bytes()).unwrap(), h);
+        let canonical = format!(r#"{{"actor":1,"hash":"{h}","kind":"k","org":"o","prev":"{p}","seq":1}}"#);
+        assert_eq!(canonical_stated_hash(canonical.as_bytes()).unwrap(), h);
     }
 
     #[test]

@@ -36,6 +36,9 @@ impl IntentEvents {
     }
 
     /// Tell waiters that `id` changed to `status`; an `approved` one also wakes the executor.
+    /// Every path that can approve a hold must call this (today: the admin API's decision,
+    /// `admin/src/resources.rs`); one that does not leaves the hold to the executor's sweep
+    /// every few seconds.
     pub fn publish_status(&self, id: &IntentId, status: IntentStatus) {
         self.publish(id);
         if status == IntentStatus::Approved {

@@ -355,15 +355,21 @@ pub(crate) fn expire_holds_in(
         let parsed = key
             .split_once('|')
             .and_then(|(o, i)| Some((OrgId::parse(o)?, IntentId::parse(i)?)));
-        // An index entry without a pending intent is stale: drop it rather than stop every
-        // organization's holds from expiring (it would be read first on every later round).
+        // An index entry without a pending intent is stale: drop it (and its `pending` twin)
+        // rather than stop every organization's holds from expiring (it would be read first on
+        // every later round). A storage error is not staleness: it fails the round.
         let intent = match &parsed {
-            Some((org, id)) => load_intent(txn, org, id).ok(),
+            Some((org, id)) => match load_intent(txn, org, id) {
+                Ok(i) => Some(i),
+                Err(StoreError::NotFound(_) | StoreError::Corrupt(_)) => None,
+                Err(e) => return Err(e),
+            },
             None => None,
         };
         let (Some((org, id)), Some(mut intent)) = (parsed, intent) else {
-            tracing::error!(entry = %index_key, "a pending-by-expiry entry names no intent; dropped");
+            tracing::error!(entry = %index_key, "a pending-by-expiry entry names no readable intent; dropped");
             txn.open_table(PENDING_BY_EXPIRY)?.remove(&index_key)?;
+            txn.open_table(PENDING)?.remove(&key)?;
             continue;
         };
         if intent.status != IntentStatus::PendingApproval {

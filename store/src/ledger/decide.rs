@@ -699,8 +699,6 @@ impl Store {
     }
 }
 
-/// Mark every intent left `forwarding` by a previous process as `unknown` (nothing is in flight
-/// after a restart); returns how many ([`crate::Command::Recover`]).
 /// Give every hold in `pending` its `pending_by_expiry` entry: stores written before that
 /// index existed have none (run by [`crate::Command::Recover`] at start; one read of the pending
 /// holds, and nothing written when they are all indexed). Returns how many were added.
@@ -711,9 +709,15 @@ pub(crate) fn index_pending_by_expiry_in(txn: &Tx<'_>) -> Result<usize> {
         let mut missing = Vec::new();
         for row in pending.iter()? {
             let (k, v) = row?;
-            let at = <[u8; 8]>::try_from(v.value())
-                .map(i64::from_le_bytes)
-                .map_err(|_| StoreError::Corrupt("pending index".into()))?;
+            // A damaged entry never stops the start: it is left to the expiry worker, which
+            // reads only the expiry index (such a hold then waits for a human or the operator).
+            let Ok(at) = <[u8; 8]>::try_from(v.value()).map(i64::from_le_bytes) else {
+                tracing::error!(
+                    key = k.value(),
+                    "a pending-hold entry is damaged; not indexed by expiry"
+                );
+                continue;
+            };
             let key = expiry_key((at != i64::MAX).then_some(at), k.value());
             if by_expiry.get(key.as_str())?.is_none() {
                 missing.push(key);
@@ -728,6 +732,9 @@ pub(crate) fn index_pending_by_expiry_in(txn: &Tx<'_>) -> Result<usize> {
     Ok(missing.len())
 }
 
+/// Mark every intent left `forwarding` by a previous process as `unknown` (nothing is in flight
+/// after a restart), after indexing pending holds by expiry; returns how many became `unknown`
+/// ([`crate::Command::Recover`]).
 pub(crate) fn recover_in_flight_in(txn: &Tx<'_>, clock: &Clock) -> Result<usize> {
     let indexed = index_pending_by_expiry_in(txn)?;
     if indexed > 0 {

@@ -215,11 +215,17 @@ pub(crate) fn pack(bytes: &[u8]) -> Vec<u8> {
 
 /// The bytes [`pack`] packed; an error for anything it did not produce.
 pub(crate) fn unpack(packed: &[u8], what: &str) -> Result<Vec<u8>> {
+    unpack_at_most(packed, what, MAX_UNPACKED)
+}
+
+/// [`unpack`], refusing to produce more than `max` bytes (LZ4 expands up to 255:1, so the
+/// stored size alone does not bound what a damaged or hostile value unpacks to).
+pub(crate) fn unpack_at_most(packed: &[u8], what: &str, max: usize) -> Result<Vec<u8>> {
     let (len, block) = packed
         .split_first_chunk::<4>()
         .ok_or_else(|| decode_err(what, "too short"))?;
     let len = u32::from_le_bytes(*len) as usize;
-    if len > MAX_UNPACKED {
+    if len > max {
         return Err(decode_err(what, format!("claims {len} bytes")));
     }
     let out = lz4_flex::block::decompress_with_dict(block, len, DICT_V1)
