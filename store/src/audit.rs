@@ -286,31 +286,76 @@ const VERIFY_BATCH_BYTES: usize = 32 << 20;
 /// Threads used to check event hashes.
 const VERIFY_THREADS_MAX: usize = 8;
 
-/// The fast-path links of every event of a batch, in order (`None`: take the full check).
-fn self_links_parallel(batch: &[Vec<u8>], threads: usize) -> Vec<Option<FastLink>> {
+/// A stored event on its way to verification: the canonical line itself, or what expands to
+/// it ([`Deferred`]), which the checking threads expand in parallel.
+pub(crate) trait EventLine: Send {
+    /// Bytes its line will take at most (for bounding a batch).
+    fn stored_len(&self) -> usize;
+    /// The canonical line.
+    fn into_line(self) -> Vec<u8>;
+}
+
+impl EventLine for Vec<u8> {
+    fn stored_len(&self) -> usize {
+        self.len()
+    }
+
+    fn into_line(self) -> Vec<u8> {
+        self
+    }
+}
+
+/// A stored organization event and what its expansion needs (audit_record.rs): its seq (from
+/// its key) and the stated hash of the event before it.
+pub(crate) struct Deferred {
+    org: std::sync::Arc<str>,
+    seq: u64,
+    prev: String,
+    stored: Vec<u8>,
+}
+
+impl EventLine for Deferred {
+    fn stored_len(&self) -> usize {
+        audit_record::expanded_len_bound(&self.stored)
+    }
+
+    fn into_line(self) -> Vec<u8> {
+        audit_record::expand(&self.stored, &self.org, self.seq, &self.prev)
+    }
+}
+
+/// Every event of a batch as its line, with its fast-path link (`None`: take the full check),
+/// in order; expansion and hashing are spread over `threads`.
+fn lines_and_links<T: EventLine>(batch: Vec<T>, threads: usize) -> Option<Checked> {
+    let one = |part: Vec<T>| -> (Vec<Vec<u8>>, Vec<Option<FastLink>>) {
+        let lines: Vec<Vec<u8>> = part.into_iter().map(EventLine::into_line).collect();
+        let links = lines.iter().map(|l| fast_link(l)).collect();
+        (lines, links)
+    };
     if threads <= 1 || batch.len() < 1024 {
-        return batch.iter().map(|r| fast_link(r)).collect();
+        return Some(one(batch));
     }
     let chunk = batch.len().div_ceil(threads);
+    let mut parts: Vec<Vec<T>> = Vec::new();
+    let mut rest = batch;
+    while rest.len() > chunk {
+        let tail = rest.split_off(chunk);
+        parts.push(rest);
+        rest = tail;
+    }
+    parts.push(rest);
     std::thread::scope(|scope| {
-        let handles: Vec<_> = batch
-            .chunks(chunk)
-            .map(|part| {
-                (
-                    part.len(),
-                    scope.spawn(move || part.iter().map(|r| fast_link(r)).collect::<Vec<_>>()),
-                )
-            })
-            .collect();
-        // A failed worker yields "unknown" for its whole part, so those events take the full
-        // check: the result always has exactly one entry per event.
-        handles
+        let handles: Vec<_> = parts
             .into_iter()
-            .flat_map(|(n, h)| {
-                h.join()
-                    .unwrap_or_else(|_| std::iter::repeat_with(|| None).take(n).collect())
-            })
-            .collect()
+            .map(|part| scope.spawn(move || one(part)))
+            .collect();
+        let (mut lines, mut links) = (Vec::new(), Vec::new());
+        for h in handles {
+            let (l, k) = h.join().ok()?;
+            lines.extend(l);
+            links.extend(k);
+        }
+        Some((lines, links))
     })
 }
 
@@ -390,8 +435,8 @@ impl Walk {
 }
 
 /// Verify a sequence of raw events (in stored order) and the stored head.
-pub(crate) fn verify_events(
-    events: impl Iterator<Item = Result<Vec<u8>>>,
+pub(crate) fn verify_events<T: EventLine>(
+    events: impl Iterator<Item = Result<T>>,
     stored_head: Option<&AuditHead>,
 ) -> Result<VerifyReport> {
     let threads = std::thread::available_parallelism()
@@ -410,22 +455,21 @@ pub(crate) fn verify_events(
         loop {
             // Bounded by count and by bytes: a damaged store cannot make a batch hold more
             // than VERIFY_BATCH_BYTES (plus one event) of lines.
-            let mut batch: Vec<Vec<u8>> = Vec::with_capacity(VERIFY_BATCH);
+            let mut batch: Vec<T> = Vec::with_capacity(VERIFY_BATCH);
             let mut bytes = 0usize;
             for raw in events.by_ref() {
                 let raw = raw?;
-                bytes += raw.len();
+                bytes += raw.stored_len();
                 batch.push(raw);
                 if batch.len() >= VERIFY_BATCH || bytes >= VERIFY_BATCH_BYTES {
                     break;
                 }
             }
             if let Some(handle) = in_flight.take() {
-                let joined: std::thread::Result<Checked> =
+                let joined: std::thread::Result<Option<Checked>> =
                     std::thread::ScopedJoinHandle::join(handle);
-                let (checked, links) = match joined {
-                    Ok(done) => done,
-                    Err(_) => return Err(StoreError::Db("an audit check thread failed".into())),
+                let Ok(Some((checked, links))) = joined else {
+                    return Err(StoreError::Db("an audit check thread failed".into()));
                 };
                 if let Some(report) = chain.walk(&checked, links) {
                     return Ok(Some(report));
@@ -434,10 +478,7 @@ pub(crate) fn verify_events(
             if batch.is_empty() {
                 return Ok(None);
             }
-            in_flight = Some(scope.spawn(move || {
-                let links = self_links_parallel(&batch, threads);
-                (batch, links)
-            }));
+            in_flight = Some(scope.spawn(move || lines_and_links(batch, threads)));
         }
     })?;
     if let Some(report) = broken {
@@ -496,6 +537,35 @@ pub(crate) fn raw_events_from<'t>(
         let line = audit_record::expand(stored, &org, seq, &prev);
         prev = audit_record::stated_hash(stored).unwrap_or_default();
         Ok(line)
+    }))
+}
+
+/// An organization's events in order, each as what expands to its line, for verification: the
+/// expansion then runs on the checking threads (read transaction).
+pub(crate) fn deferred_events<'t>(
+    table: &'t redb::ReadOnlyTable<&'static str, &'static [u8]>,
+    org: &OrgId,
+) -> Result<impl Iterator<Item = Result<Deferred>> + 't> {
+    let start = audit_key(org, 1);
+    let end = format!("{org}}}"); // '}' sorts after '|'
+    let range = table.range(start.as_str()..end.as_str())?;
+    let org: std::sync::Arc<str> = org.as_str().into();
+    let mut prev = GENESIS.to_string();
+    Ok(range.map(move |row| {
+        let (k, v) = row?;
+        let seq = k
+            .value()
+            .rsplit_once('|')
+            .and_then(|(_, n)| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        let stored = v.value().to_vec();
+        let next = audit_record::stated_hash(&stored).unwrap_or_default();
+        Ok(Deferred {
+            org: org.clone(),
+            seq,
+            prev: std::mem::replace(&mut prev, next),
+            stored,
+        })
     }))
 }
 

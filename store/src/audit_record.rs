@@ -132,6 +132,21 @@ fn canonical_stated_hash(line: &[u8]) -> Option<String> {
         .map(str::to_string)
 }
 
+/// An upper bound of the bytes [`expand`] returns for `stored`, read from the packed length
+/// without unpacking (a batch of events to verify is bounded by it).
+pub(crate) fn expanded_len_bound(stored: &[u8]) -> usize {
+    // The tail and the hash member: `,"hash":"<64>"` and `,"kind":…,"seq":<20 digits>}` with
+    // the org id and a kind each well under 128 bytes.
+    const LINE_OVERHEAD: usize = 512;
+    match stored.get(1 + HASH_LEN..1 + HASH_LEN + 4) {
+        Some(len) if stored.first() == Some(&COMPACT_V1) => {
+            let claimed = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+            claimed.min(MAX_EVENT_BYTES).max(stored.len()) + LINE_OVERHEAD
+        }
+        _ => stored.len(),
+    }
+}
+
 /// The canonical line of the event stored as `stored` under (`org`, `seq`), whose previous
 /// event states `prev_hex`. A whole line comes back as stored; a compact value that cannot be
 /// expanded comes back as it is, which no check accepts.
@@ -234,7 +249,8 @@ mod tests {
             r#"{{"actor":1,"hash":"{h}","kind":"k","org":"o","prev":"{p}","seq":1,"data":{{"a":"x","hash":"{z}","kind":"q"}}}}"#
         );
         assert_eq!(stated_hash(line.as_bytes()).unwrap(), h);
-        let canonical = format!(r#"{{"actor":1,"hash":"{h}","kind":"k","org":"o","prev":"{p}","seq":1}}"#);
+        let canonical =
+            format!(r#"{{"actor":1,"hash":"{h}","kind":"k","org":"o","prev":"{p}","seq":1}}"#);
         assert_eq!(canonical_stated_hash(canonical.as_bytes()).unwrap(), h);
     }
 
