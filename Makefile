@@ -122,7 +122,7 @@ bench: sysdeps
 
 ## fuzz: each cargo-fuzz target for FUZZ_SECONDS (needs a nightly toolchain; installs cargo-fuzz)
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := stripe_form audit_event webhook_signature
+FUZZ_TARGETS := stripe_form audit_event webhook_signature stored_record
 fuzz:
 	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install --locked cargo-fuzz
 	@for t in $(FUZZ_TARGETS); do \

@@ -60,6 +60,20 @@ pub use crypto::{
 };
 pub use error::{Result, StoreError};
 pub use events::{Approvals, IntentEvents, Subscription};
+
+/// Entry points for `fuzz/` (not an API): the decoders of stored records, which must refuse
+/// damage without panicking or allocating without bound.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Decode `bytes` as an intent, an idempotency record and a compact audit event.
+    pub fn stored_record(bytes: &[u8]) {
+        let _ = crate::ledger::record::decode_intent(bytes);
+        let _ = crate::ledger::record::decode_idempotency(bytes);
+        let line =
+            crate::audit_record::expand(bytes, "org_0123456789abcdef01234567", 1, crate::GENESIS);
+        let _ = crate::check_event(&line, 1, crate::GENESIS);
+    }
+}
 pub use files::{DATA_DIR_MODE, DATA_FILE_MODE, secure_data_dir};
 pub use humans::{
     PASSWORD_MAX_BYTES, RECOVERY_CODES, SessionInfo, SignInFactor, TOKENS_PER_USER_MAX,
