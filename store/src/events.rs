@@ -100,3 +100,41 @@ impl Subscription {
         tokio::time::timeout(timeout, wait).await.unwrap_or(false)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime")
+    }
+
+    /// Only an approval wakes the executor; one made while it sweeps is not lost.
+    #[test]
+    fn only_an_approval_wakes_the_executor_and_none_is_missed() {
+        let events = IntentEvents::default();
+        let id = IntentId::generate();
+        let rt = rt();
+        let mut approvals = events.approvals();
+        let mut changes = events.subscribe();
+        // Settlements, denials, holds: waiters on the intent hear them, the executor does not.
+        for status in [
+            IntentStatus::Succeeded,
+            IntentStatus::Denied,
+            IntentStatus::PendingApproval,
+        ] {
+            events.publish_status(&id, status);
+        }
+        assert!(!rt.block_on(approvals.next(Duration::ZERO)));
+        assert!(rt.block_on(changes.changed(&id, Duration::ZERO)));
+        // An approval published before the executor waits (during its sweep) wakes it at once,
+        // once.
+        events.publish_status(&id, IntentStatus::Approved);
+        events.publish_status(&id, IntentStatus::Approved);
+        assert!(rt.block_on(approvals.next(Duration::ZERO)));
+        assert!(!rt.block_on(approvals.next(Duration::ZERO)));
+    }
+}
