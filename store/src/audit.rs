@@ -234,6 +234,45 @@ fn is_lower_hex(b: &[u8]) -> bool {
 /// (seq, prev, hash) from the canonical tail, when the stored bytes hash to the event's own
 /// `hash`; `None` for anything else.
 fn fast_link(raw: &[u8]) -> Option<FastLink> {
+    let t = canonical_tail(raw)?;
+    let mut h = Sha256::new();
+    h.update(&raw[..t.member_at]);
+    h.update(&raw[t.kind_at + 1..]); // from `,"kind":`, past the hash's closing quote
+    let mut actual = [0u8; 64];
+    hex::encode_to_slice(h.finalize(), &mut actual).ok()?;
+    (actual.as_slice() == &raw[t.hash_at..t.kind_at]).then_some(FastLink {
+        seq: t.seq,
+        prev: t.prev,
+        hash: actual,
+    })
+}
+
+/// Where the members of a canonical line's fixed tail are.
+pub(crate) struct CanonicalTail {
+    seq: u64,
+    prev: [u8; HEX_LEN],
+    /// Start of `,"hash":"`.
+    member_at: usize,
+    /// Start of the stated hash's 64 hex digits.
+    hash_at: usize,
+    /// Start of `","kind":"` (the hash's closing quote).
+    kind_at: usize,
+}
+
+impl CanonicalTail {
+    /// The stated hash (lower-case hex) of the line this tail was read from.
+    pub(crate) fn stated_hash(&self, line: &[u8]) -> String {
+        line[self.hash_at..self.kind_at]
+            .iter()
+            .map(|&b| b as char)
+            .collect()
+    }
+}
+
+/// The tail `,"hash":"<64 hex>","kind":…,"prev":"<64 hex>","seq":<n>}` of a line stored as JCS
+/// canonical JSON (members sort actor, at, data, hash, kind, org, prev, seq), without hashing
+/// anything; `None` for bytes of any other shape.
+pub(crate) fn canonical_tail(raw: &[u8]) -> Option<CanonicalTail> {
     if !raw.starts_with(b"{\"actor\":") {
         return None;
     }
@@ -259,23 +298,19 @@ fn fast_link(raw: &[u8]) -> Option<FastLink> {
         .windows(KIND_MEMBER.len())
         .rposition(|w| w == KIND_MEMBER)?;
     let hash_at = kind_at.checked_sub(HEX_LEN)?;
-    let stated = &raw[hash_at..kind_at];
-    if !is_lower_hex(stated) {
+    if !is_lower_hex(&raw[hash_at..kind_at]) {
         return None;
     }
     let member_at = hash_at.checked_sub(HASH_MEMBER.len())?;
     if &raw[member_at..hash_at] != HASH_MEMBER {
         return None;
     }
-    let mut h = Sha256::new();
-    h.update(&raw[..member_at]);
-    h.update(&raw[kind_at + 1..]); // from `,"kind":`, past the hash's closing quote
-    let mut actual = [0u8; 64];
-    hex::encode_to_slice(h.finalize(), &mut actual).ok()?;
-    (actual.as_slice() == stated).then(|| FastLink {
+    Some(CanonicalTail {
         seq,
-        prev: prev.try_into().unwrap_or([0; HEX_LEN]), // 64 bytes: checked above
-        hash: actual,
+        prev: prev.try_into().ok()?,
+        member_at,
+        hash_at,
+        kind_at,
     })
 }
 
@@ -506,13 +541,15 @@ pub(crate) fn verify_events<T: EventLine>(
     })
 }
 
-/// An organization's events in order from `first_seq`, each as its canonical line (compact
-/// values expanded, audit_record.rs), inside a read transaction.
-pub(crate) fn raw_events_from<'t>(
+/// An organization's events in order from `first_seq`, each as its stored value and what its
+/// expansion needs (audit_record.rs): the seq of its key and the stated hash of the event
+/// before it. Verification expands them on its checking threads; [`raw_events_from`] expands
+/// them as they are read (read transaction).
+pub(crate) fn deferred_events_from<'t>(
     table: &'t redb::ReadOnlyTable<&'static str, &'static [u8]>,
     org: &OrgId,
     first_seq: u64,
-) -> Result<impl Iterator<Item = Result<Vec<u8>>> + 't> {
+) -> Result<impl Iterator<Item = Result<Deferred>> + 't> {
     // The first event's `prev` is the stated hash of the one before it.
     let mut prev = match first_seq.checked_sub(1) {
         None | Some(0) => GENESIS.to_string(),
@@ -524,35 +561,10 @@ pub(crate) fn raw_events_from<'t>(
     let start = audit_key(org, first_seq.max(1));
     let end = format!("{org}}}"); // '}' sorts after '|'
     let range = table.range(start.as_str()..end.as_str())?;
-    let org = org.as_str().to_string();
+    let org: std::sync::Arc<str> = org.as_str().into();
     Ok(range.map(move |row| {
         let (k, v) = row?;
         // A key whose seq does not parse expands with seq 0, which no check accepts.
-        let seq = k
-            .value()
-            .rsplit_once('|')
-            .and_then(|(_, n)| n.parse::<u64>().ok())
-            .unwrap_or(0);
-        let stored = v.value();
-        let line = audit_record::expand(stored, &org, seq, &prev);
-        prev = audit_record::stated_hash(stored).unwrap_or_default();
-        Ok(line)
-    }))
-}
-
-/// An organization's events in order, each as what expands to its line, for verification: the
-/// expansion then runs on the checking threads (read transaction).
-pub(crate) fn deferred_events<'t>(
-    table: &'t redb::ReadOnlyTable<&'static str, &'static [u8]>,
-    org: &OrgId,
-) -> Result<impl Iterator<Item = Result<Deferred>> + 't> {
-    let start = audit_key(org, 1);
-    let end = format!("{org}}}"); // '}' sorts after '|'
-    let range = table.range(start.as_str()..end.as_str())?;
-    let org: std::sync::Arc<str> = org.as_str().into();
-    let mut prev = GENESIS.to_string();
-    Ok(range.map(move |row| {
-        let (k, v) = row?;
         let seq = k
             .value()
             .rsplit_once('|')
@@ -567,6 +579,16 @@ pub(crate) fn deferred_events<'t>(
             stored,
         })
     }))
+}
+
+/// An organization's events in order from `first_seq`, each as its canonical line (read
+/// transaction).
+pub(crate) fn raw_events_from<'t>(
+    table: &'t redb::ReadOnlyTable<&'static str, &'static [u8]>,
+    org: &OrgId,
+    first_seq: u64,
+) -> Result<impl Iterator<Item = Result<Vec<u8>>> + 't> {
+    Ok(deferred_events_from(table, org, first_seq)?.map(|d| d.map(EventLine::into_line)))
 }
 
 /// Every event of an organization in order, as canonical lines (read transaction).

@@ -110,26 +110,7 @@ fn stated_hash_of_line(line: &[u8]) -> Option<String> {
 }
 
 fn canonical_stated_hash(line: &[u8]) -> Option<String> {
-    const MARK: &[u8] = b"\",\"kind\":\"";
-    const PREV: &[u8] = b"\",\"prev\":\"";
-    const SEQ: &[u8] = b"\",\"seq\":";
-    let hex = |b: &[u8]| b.len() == 64 && b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
-    // The tail: `","prev":"<64 hex>","seq":<digits>}`.
-    let body = line.strip_suffix(b"}")?;
-    let digits_at = body.iter().rposition(|c| !c.is_ascii_digit())? + 1;
-    let before_seq = body[..digits_at].strip_suffix(SEQ)?;
-    let prev_at = before_seq.len().checked_sub(64)?;
-    if !hex(&before_seq[prev_at..]) || !before_seq[..prev_at].ends_with(PREV) {
-        return None;
-    }
-    let kind_at = line.windows(MARK.len()).rposition(|w| w == MARK)?;
-    let start = kind_at.checked_sub(64)?;
-    if line.get(start.checked_sub(9)?..start)? != b",\"hash\":\"" || !hex(&line[start..kind_at]) {
-        return None;
-    }
-    std::str::from_utf8(&line[start..kind_at])
-        .ok()
-        .map(str::to_string)
+    crate::audit::canonical_tail(line).map(|t| t.stated_hash(line))
 }
 
 /// An upper bound of the bytes [`expand`] returns for `stored`, read from the packed length

@@ -17,7 +17,7 @@ impl Store {
         let r = self.read()?;
         let events = r.open_table(AUDIT)?;
         let stored = audit::head(&r.open_table(AUDIT_HEADS)?, org.as_str())?;
-        audit::verify_events(audit::deferred_events(&events, org)?, Some(&stored))
+        audit::verify_events(audit::deferred_events_from(&events, org, 1)?, Some(&stored))
     }
 
     /// Every event of an organization as stored (canonical JSON), in order.

@@ -421,15 +421,21 @@ pub(crate) fn decode_idempotency(bytes: &[u8]) -> Result<IdempotencyRecord> {
     })
 }
 
+/// The record stored under `key`, decoded, if any.
+fn get_decoded<T>(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+    decode: fn(&[u8]) -> Result<T>,
+) -> Result<Option<T>> {
+    table.get(key)?.map(|v| decode(v.value())).transpose()
+}
+
 /// The intent stored under `key`, if any.
 pub(crate) fn get_intent(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
     key: &str,
 ) -> Result<Option<Intent>> {
-    table
-        .get(key)?
-        .map(|v| decode_intent(v.value()))
-        .transpose()
+    get_decoded(table, key, decode_intent)
 }
 
 /// Every intent whose key starts with `prefix`, in key order.
@@ -453,10 +459,7 @@ pub(crate) fn get_idempotency(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
     key: &str,
 ) -> Result<Option<IdempotencyRecord>> {
-    table
-        .get(key)?
-        .map(|v| decode_idempotency(v.value()))
-        .transpose()
+    get_decoded(table, key, decode_idempotency)
 }
 
 /// Bytes as MessagePack `bin` (serde's default for `Vec<u8>` is an array of integers).
