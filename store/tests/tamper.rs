@@ -458,3 +458,31 @@ fn raw_table_layout_is_what_this_test_assumes() {
         serde_json::from_slice(heads.get(f.org.as_str()).unwrap().unwrap().value()).unwrap();
     assert_eq!(head, f.head);
 }
+
+#[test]
+fn a_chain_begun_by_an_older_guard_verifies_across_the_change_of_form() {
+    // An upgraded store: the first events stored whole (as every guard before the compact form
+    // stored them), the rest compact. The compact ones take `prev` from the lines' stated hash.
+    let f = fixture();
+    let all = lines(&f);
+    tamper(&f, |audit, _| {
+        for seq in 1..=3 {
+            let line = &all[seq as usize - 1];
+            audit
+                .insert(key(&f.org, seq).as_str(), line.as_slice())
+                .unwrap();
+        }
+    });
+    assert!(verify(&f).is_ok(), "{:?}", verify(&f));
+    assert_eq!(lines(&f), all, "the export is the same lines");
+    // And a change to one of the old lines is still named.
+    tamper(&f, |audit, _| {
+        let text = String::from_utf8(all[1].clone()).unwrap();
+        let changed = text.replacen("\"at\":\"2", "\"at\":\"3", 1);
+        assert_ne!(changed, text);
+        audit
+            .insert(key(&f.org, 2).as_str(), changed.as_bytes())
+            .unwrap();
+    });
+    assert_eq!(first_bad(&f), 2);
+}

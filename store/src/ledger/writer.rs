@@ -664,6 +664,21 @@ mod tests {
         }
     }
 
+    /// A 300,000 usd payment, held by the `big` policy.
+    async fn held_payment(store: &Store, c: &Committer, o: &Org, key: &str) -> Intent {
+        let req = request(
+            store,
+            o,
+            key,
+            "/v1/payment_intents",
+            "amount=300000&currency=usd",
+        );
+        match c.decide(req).await.unwrap() {
+            Decision::Respond(i) if i.status == IntentStatus::PendingApproval => *i,
+            other => panic!("{key} was not held: {other:?}"),
+        }
+    }
+
     fn response(status: u16) -> UpstreamOutcome {
         UpstreamOutcome::Response {
             response: StoredResponse {
@@ -750,19 +765,7 @@ mod tests {
             Decision::KeyReused
         ));
         // Humans: a hold approved, claimed and executed; one denied; one that expires.
-        let Decision::Respond(held) = c
-            .decide(request(
-                store,
-                o,
-                "hold-2",
-                PI,
-                "amount=300000&currency=usd",
-            ))
-            .await
-            .unwrap()
-        else {
-            panic!("not held")
-        };
+        let held = held_payment(store, c, o, "hold-2").await;
         let approved = c
             .decide_hold(
                 o.org.clone(),
@@ -813,19 +816,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let Decision::Respond(denied) = c
-            .decide(request(
-                store,
-                o,
-                "hold-3",
-                PI,
-                "amount=300000&currency=usd",
-            ))
-            .await
-            .unwrap()
-        else {
-            panic!("not held")
-        };
+        let denied = held_payment(store, c, o, "hold-3").await;
         let denied = c
             .decide_hold(
                 o.org.clone(),
