@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make bench` (spec/PERFORMANCE.md): one run, one machine, side by side, same concurrency and
-# request mix. Legs: direct (load → stub), nginx (load → nginx → stub), guard-allow (load → guard
+# request mix. Legs: direct (load → stub), nginx (load → nginx → stub), pingora (load → bare pingora
+# passthrough, `pg-passthrough` → stub: the proxy stack's own ceiling), guard-allow (load → guard
 # → stub) and guard-hold (load → guard, held: 402, no upstream). Closed loop for throughput, open
 # loop at a fixed rate for latency; a wrk cross-check; startup time, peak RSS, store bytes per
 # decision and audit-chain verification speed. Writes bench/RESULTS.md.
@@ -140,12 +141,13 @@ if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
   log "building ($CARGO_PROFILE profile)"
   cargo build --profile "$CARGO_PROFILE" --workspace >&2
 fi
-for b in "$GUARD" "$BIN/pg-stub" "$BIN/pg-load" "$BIN/pg-startup" "$BIN/pg-audit-bench"; do
+for b in "$GUARD" "$BIN/pg-stub" "$BIN/pg-passthrough" "$BIN/pg-load" "$BIN/pg-startup" "$BIN/pg-audit-bench"; do
   [[ -x $b ]] || die "$b is missing: build failed?"
 done
 
 STUB_PORT=$(free_port)
 NGINX_PORT=$(free_port)
+PINGORA_PORT=$(free_port)
 GUARD_PORT=$(free_port)
 ADMIN_PORT=$(free_port)
 URL_PATH=/v1/payment_intents
@@ -164,6 +166,13 @@ sed -e "s#@PREFIX@#$WORK/nginx#g" -e "s#@LISTEN@#127.0.0.1:$NGINX_PORT#g" -e "s#
 NGINX_PID=$!
 PIDS+=("$NGINX_PID")
 wait_port "$NGINX_PORT" "$NGINX_PID"
+
+log "starting pg-passthrough (bare pingora) on :$PINGORA_PORT"
+"$BIN/pg-passthrough" --listen "127.0.0.1:$PINGORA_PORT" --upstream "127.0.0.1:$STUB_PORT" --threads 2 \
+  >"$WORK/passthrough.log" 2>&1 &
+PINGORA_PID=$!
+PIDS+=("$PINGORA_PID")
+wait_port "$PINGORA_PORT" "$PINGORA_PID"
 
 log "preparing the guard's data dir"
 DATA=$WORK/guard-data
@@ -271,6 +280,7 @@ leg() {
 
 leg direct "$STUB_PORT" 1000 200
 leg nginx "$NGINX_PORT" 1000 200
+leg pingora "$PINGORA_PORT" 1000 200
 leg guard-allow "$GUARD_PORT" 1000 200 cpu
 leg guard-hold "$GUARD_PORT" 200000 402
 
@@ -358,6 +368,9 @@ calc() { LC_ALL=C awk "BEGIN { printf \"%s\", $1 }"; }
 
 GA_RPS=$(j guard-allow.closed .rps)
 NG_RPS=$(j nginx.closed .rps)
+PG_RPS=$(j pingora.closed .rps)
+PINGORA_RATIO=$(calc "sprintf(\"%.1f\", ($NG_RPS > 0) ? $PG_RPS / $NG_RPS * 100 : 0)")
+GA_OF_PINGORA=$(calc "sprintf(\"%.1f\", ($PG_RPS > 0) ? $GA_RPS / $PG_RPS * 100 : 0)")
 RATIO=$(calc "sprintf(\"%.1f\", ($NG_RPS > 0) ? $GA_RPS / $NG_RPS * 100 : 0)")
 ADD_P50=$(( $(j guard-allow.open .p50_us) - $(j direct.open .p50_us) ))
 ADD_P99=$(( $(j guard-allow.open .p99_us) - $(j direct.open .p99_us) ))
@@ -443,10 +456,12 @@ fi
   echo "|---|---:|---:|---:|---:|---:|---:|---:|"
   row direct
   row nginx
+  row pingora
   row guard-allow
   row guard-hold
   echo
   echo "- \`guard-allow / nginx\` throughput: **$RATIO %**"
+  echo "- \`pingora\` (bare pingora forwarding to the stub, \`pg-passthrough\`: the stack's own ceiling) / nginx: **$PINGORA_RATIO %**; guard-allow / pingora: **$GA_OF_PINGORA %**"
   echo "- \`guard-allow − direct\` added latency at $RATE req/s: p50 **$ADD_P50 µs**, p99 **$ADD_P99 µs**, p99.9 $ADD_P999 µs"
   echo "- open-loop achieved rates: direct $(j direct.open .rps), nginx $(j nginx.open .rps), guard-allow $(j guard-allow.open .rps), guard-hold $(j guard-hold.open .rps) req/s"
   echo
@@ -531,7 +546,7 @@ fi
   echo "## Raw output"
   echo
   echo '```'
-  for n in direct nginx guard-allow guard-hold; do cat "$WORK/$n.closed.json" "$WORK/$n.open.json"; done
+  for n in direct nginx pingora guard-allow guard-hold; do cat "$WORK/$n.closed.json" "$WORK/$n.open.json"; done
   cat "$WORK/wrk.nginx.json" "$WORK/wrk.guard-allow.json"
   echo "startup: $STARTUP"
   echo "audit: $AUDIT"
