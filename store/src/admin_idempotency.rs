@@ -3,8 +3,8 @@
 //! and the organization the request acts in; the first request with it claims it, and its
 //! answer is kept, sealed under the master key, for 24 hours.
 //!
-//! One table, [`ADMIN_IDEMPOTENCY`], keyed `{org}|{user}|{sha256(key)}` (`-` in place of the
-//! organization for a user without one). A record is either `in_progress` (claimed by a request
+//! One table, [`ADMIN_IDEMPOTENCY`], keyed `(org, user, sha256(key))` (no organization for a
+//! user without one). A record is either `in_progress` (claimed by a request
 //! still running) or `done` (the answer, sealed). The claim is one write transaction, so two
 //! concurrent requests with one key can never both run.
 
@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::Store;
 use crate::error::{Result, StoreError};
 use crate::ids::{OrgId, UserId, random_hex};
-use crate::tables::{ADMIN_IDEMPOTENCY, get_json, put_json};
+use crate::tables::{ADMIN_IDEMPOTENCY, S, get_rec, put_rec};
 use crate::time_util::now;
 
 /// How long an answer is kept and replayed (ADMIN_API.md: the proxy's "at least 24 h").
@@ -47,26 +47,44 @@ pub struct AdminKeyScope {
     pub key: String,
 }
 
-impl AdminKeyScope {
-    fn prefix(&self) -> String {
-        let org = self.org.as_ref().map_or("-", |o| o.as_str());
-        format!("{org}|{}|", self.user)
-    }
+/// A row's key, owned: `(org, user, hex sha256 of the client's key)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Row {
+    org: Option<String>,
+    user: String,
+    digest: String,
+}
 
+impl Row {
+    /// The typed key of [`ADMIN_IDEMPOTENCY`].
+    fn key(&self) -> (Option<&str>, &str, &str) {
+        (self.org.as_deref(), &self.user, &self.digest)
+    }
+}
+
+impl AdminKeyScope {
     /// The row key: the client's key enters hashed, so the row key has a fixed shape whatever
     /// bytes the client chose.
-    fn row(&self) -> String {
-        format!(
-            "{}{}",
-            self.prefix(),
-            hex::encode(Sha256::digest(&self.key))
-        )
+    fn row(&self) -> Row {
+        Row {
+            org: self.org.as_ref().map(|o| o.to_string()),
+            user: self.user.to_string(),
+            digest: hex::encode(Sha256::digest(&self.key)),
+        }
     }
 
-    /// Associated data of the sealed answer: it opens only under this row.
+    /// Associated data of the sealed answer: it opens only under this row. Its text is the
+    /// row's key as it was stored before typed keys (`{org or -}|{user}|{digest}`), so answers
+    /// sealed then still open.
     fn seal_context(&self) -> String {
-        format!("admin-idempotency|{}", self.row())
+        let r = self.row();
+        seal_context_of(r.key())
     }
+}
+
+/// The sealing context of the answer stored under `key` (also master key rotation, rekey.rs).
+pub(crate) fn seal_context_of((org, user, digest): (Option<&str>, &str, &str)) -> String {
+    format!("admin-idempotency|{}|{user}|{digest}", org.unwrap_or("-"))
 }
 
 /// An answer as kept for replay.
@@ -142,13 +160,13 @@ impl Store {
         self.write(|txn| {
             let mut t = txn.open_table(ADMIN_IDEMPOTENCY)?;
             if sweep {
-                remove_expired(&mut t, "", clock.unix)?;
+                remove_expired(&mut t, None, clock.unix)?;
             }
-            let existing: Option<Record> = get_json(&t, &row)?;
+            let existing: Option<Record> = get_rec(&t, row.key())?;
             if let Some(rec) = existing.filter(|r| !expired(r, clock.unix)) {
                 return self.found(scope, rec, digest, clock.unix);
             }
-            make_room(&mut t, &scope.prefix(), clock.unix)?;
+            make_room(&mut t, (row.org.as_deref(), &row.user), clock.unix)?;
             let rec = Record {
                 request_digest: digest.to_string(),
                 created_at_unix: clock.unix,
@@ -156,7 +174,7 @@ impl Store {
                     instance: INSTANCE.clone(),
                 },
             };
-            put_json(&mut t, &row, &rec)?;
+            put_rec(&mut t, row.key(), &rec)?;
             Ok(AdminClaim::Claimed)
         })
     }
@@ -199,7 +217,7 @@ impl Store {
         let row = scope.row();
         self.write(|txn| {
             let mut t = txn.open_table(ADMIN_IDEMPOTENCY)?;
-            let Some(mut rec) = get_json::<Record>(&t, &row)? else {
+            let Some(mut rec) = get_rec::<_, Record>(&t, row.key())? else {
                 return Err(StoreError::NotFound("idempotency claim"));
             };
             if !matches!(rec.state, State::InProgress { .. }) {
@@ -208,7 +226,7 @@ impl Store {
                 ));
             }
             rec.state = State::Done { sealed };
-            put_json(&mut t, &row, &rec)
+            put_rec(&mut t, row.key(), &rec)
         })
     }
 
@@ -219,14 +237,14 @@ impl Store {
         self.write(|txn| {
             let mut t = txn.open_table(ADMIN_IDEMPOTENCY)?;
             let claimed = matches!(
-                get_json::<Record>(&t, &row)?,
+                get_rec::<_, Record>(&t, row.key())?,
                 Some(Record {
                     state: State::InProgress { .. },
                     ..
                 })
             );
             if claimed {
-                t.remove(&row)?;
+                t.remove(row.key())?;
             }
             Ok(())
         })
@@ -236,10 +254,9 @@ impl Store {
     pub fn admin_key_count(&self, org: &OrgId) -> Result<usize> {
         let txn = self.read()?;
         let t = txn.open_table(ADMIN_IDEMPOTENCY)?;
-        let prefix = format!("{org}|");
         let mut n = 0;
-        for row in t.range(prefix.as_str()..)? {
-            if !row?.0.value().starts_with(&prefix) {
+        for row in t.range((Some(org.as_str()), "", "")..)? {
+            if row?.0.value().0 != Some(org.as_str()) {
                 break;
             }
             n += 1;
@@ -261,35 +278,47 @@ fn sweep_due(now: i64) -> bool {
             .is_ok()
 }
 
-type StrTable<'t> = crate::ledger::TxTable<'t>;
+type RowTable<'t> = crate::ledger::TxTable<'t, (Option<S>, S, S)>;
 
-/// Rows under `prefix`, decoded, in key order.
-fn rows(t: &StrTable<'_>, prefix: &str) -> Result<Vec<(String, Record)>> {
+/// One user's rows in one organization (`None` for the org: the rows of users without one), or
+/// with `None` every row; decoded, in key order.
+fn rows(t: &RowTable<'_>, of: Option<(Option<&str>, &str)>) -> Result<Vec<(Row, Record)>> {
     use redb::ReadableTable;
     let mut out = Vec::new();
-    for row in t.range(prefix..)? {
+    let start = of.map(|(org, user)| (org, user, ""));
+    let range = match start {
+        Some(start) => t.range(start..)?,
+        None => t.range::<(Option<&str>, &str, &str)>(..)?,
+    };
+    for row in range {
         let (k, v) = row?;
-        if !k.value().starts_with(prefix) {
+        let (org, user, digest) = k.value();
+        if of.is_some_and(|of| of != (org, user)) {
             break;
         }
-        out.push((k.value().to_string(), serde_json::from_slice(v.value())?));
+        let key = Row {
+            org: org.map(str::to_string),
+            user: user.to_string(),
+            digest: digest.to_string(),
+        };
+        out.push((key, serde_json::from_slice(v.value())?));
     }
     Ok(out)
 }
 
-fn remove_expired(t: &mut StrTable<'_>, prefix: &str, now: i64) -> Result<()> {
-    for (k, rec) in rows(t, prefix)? {
+fn remove_expired(t: &mut RowTable<'_>, of: Option<(Option<&str>, &str)>, now: i64) -> Result<()> {
+    for (k, rec) in rows(t, of)? {
         if expired(&rec, now) {
-            t.remove(&k)?;
+            t.remove(k.key())?;
         }
     }
     Ok(())
 }
 
 /// Drop this user's expired records, then the oldest finished ones until one more fits.
-fn make_room(t: &mut StrTable<'_>, prefix: &str, now: i64) -> Result<()> {
-    remove_expired(t, prefix, now)?;
-    let mut live = rows(t, prefix)?;
+fn make_room(t: &mut RowTable<'_>, of: (Option<&str>, &str), now: i64) -> Result<()> {
+    remove_expired(t, Some(of), now)?;
+    let mut live = rows(t, Some(of))?;
     if live.len() < ADMIN_IDEMPOTENCY_KEYS_PER_USER_MAX {
         return Ok(());
     }
@@ -302,7 +331,7 @@ fn make_room(t: &mut StrTable<'_>, prefix: &str, now: i64) -> Result<()> {
         ));
     }
     for (k, _) in live.into_iter().take(excess) {
-        t.remove(&k)?;
+        t.remove(k.key())?;
     }
     Ok(())
 }
@@ -345,7 +374,7 @@ mod tests {
         // What is stored is keyed with the master key, never the request's plain digest (a body
         // may hold a password).
         let r = s.read().unwrap();
-        let rec: Record = get_json(&r.open_table(ADMIN_IDEMPOTENCY).unwrap(), &k.row())
+        let rec: Record = get_rec(&r.open_table(ADMIN_IDEMPOTENCY).unwrap(), k.row().key())
             .unwrap()
             .unwrap();
         assert_ne!(rec.request_digest, "d1");
@@ -387,7 +416,7 @@ mod tests {
                     instance: "gone".into(),
                 },
             };
-            put_json(&mut txn.open_table(ADMIN_IDEMPOTENCY)?, &k.row(), &rec)
+            put_rec(&mut txn.open_table(ADMIN_IDEMPOTENCY)?, k.row().key(), &rec)
         })
         .unwrap();
         assert_eq!(
@@ -417,7 +446,8 @@ mod tests {
         // An expired record is a new claim, and the stored answer is sealed.
         s.write(|txn| {
             let mut t = txn.open_table(ADMIN_IDEMPOTENCY)?;
-            let mut rec: Record = get_json(&t, &base.row())?.unwrap_or(Record {
+            let row = base.row();
+            let mut rec: Record = get_rec(&t, row.key())?.unwrap_or(Record {
                 request_digest: "d".into(),
                 created_at_unix: 0,
                 state: State::Done {
@@ -425,7 +455,7 @@ mod tests {
                 },
             });
             rec.created_at_unix = now().unix - ADMIN_IDEMPOTENCY_TTL_SECS;
-            put_json(&mut t, &base.row(), &rec)
+            put_rec(&mut t, row.key(), &rec)
         })
         .unwrap();
         assert_eq!(s.claim_admin_key(&base, "d").unwrap(), AdminClaim::Claimed);

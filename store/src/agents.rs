@@ -73,9 +73,9 @@ impl Store {
                     _ => None,
                 },
             };
-            put_json(
+            put_rec(
                 &mut txn.open_table(AGENTS)?,
-                &format!("{org}|{}", agent.id),
+                (org.as_str(), agent.id.as_str()),
                 &agent,
             )?;
             let tref = TokenRef {
@@ -102,13 +102,13 @@ impl Store {
     ) -> Result<Agent> {
         self.write(|txn| {
             let mut agents = txn.open_table(AGENTS)?;
-            let key = format!("{org}|{agent}");
-            let mut a: Agent = get_json(&agents, &key)?.ok_or(StoreError::NotFound("agent"))?;
+            let key = (org.as_str(), agent.as_str());
+            let mut a: Agent = get_rec(&agents, &key)?.ok_or(StoreError::NotFound("agent"))?;
             if a.status == AgentStatus::Revoked {
                 return Err(StoreError::Conflict("agent is revoked".into()));
             }
             a.status = status;
-            put_json(&mut agents, &key, &a)?;
+            put_rec(&mut agents, &key, &a)?;
             drop(agents);
             if status == AgentStatus::Revoked {
                 txn.open_table(AGENT_TOKENS)?.remove(a.token_id.as_str())?;
@@ -132,7 +132,7 @@ impl Store {
     /// Agents of an organization.
     pub fn list_agents(&self, org: &OrgId) -> Result<Vec<Agent>> {
         let r = self.read()?;
-        scan_json(&r.open_table(AGENTS)?, &format!("{org}|"))
+        scan_org(&r.open_table(AGENTS)?, org.as_str())
     }
 
     /// Authenticate an agent token: look up by its id part, then compare the SHA-256 digest in
@@ -145,8 +145,8 @@ impl Store {
         let Some(tref): Option<TokenRef> = get_json(&r.open_table(AGENT_TOKENS)?, token_id)? else {
             return Ok(None);
         };
-        let key = format!("{}|{}", tref.org, tref.agent);
-        let Some(agent): Option<Agent> = get_json(&r.open_table(AGENTS)?, &key)? else {
+        let key = (tref.org.as_str(), tref.agent.as_str());
+        let Some(agent): Option<Agent> = get_rec(&r.open_table(AGENTS)?, &key)? else {
             return Ok(None);
         };
         let presented = sha256_hex(token);
@@ -170,7 +170,7 @@ impl Store {
     /// One agent of an organization.
     pub fn agent(&self, org: &OrgId, id: &AgentId) -> Result<Option<Agent>> {
         let r = self.read()?;
-        get_json(&r.open_table(AGENTS)?, &format!("{org}|{id}"))
+        get_rec(&r.open_table(AGENTS)?, (org.as_str(), id.as_str()))
     }
 
     /// A new token for an agent; the old one stops working at once.
@@ -182,8 +182,8 @@ impl Store {
     ) -> Result<(Agent, String)> {
         self.write(|txn| {
             let mut agents = txn.open_table(AGENTS)?;
-            let key = format!("{org}|{id}");
-            let mut a: Agent = get_json(&agents, &key)?.ok_or(StoreError::NotFound("agent"))?;
+            let key = (org.as_str(), id.as_str());
+            let mut a: Agent = get_rec(&agents, &key)?.ok_or(StoreError::NotFound("agent"))?;
             if a.status == crate::AgentStatus::Revoked {
                 return Err(StoreError::Conflict("agent is revoked".into()));
             }
@@ -192,7 +192,7 @@ impl Store {
             let token = format!("pg_agent_{token_id}_{}", random_hex(32));
             a.token_id = token_id.clone();
             a.token_digest = sha256_hex(&token);
-            put_json(&mut agents, &key, &a)?;
+            put_rec(&mut agents, &key, &a)?;
             drop(agents);
             let mut tokens = txn.open_table(AGENT_TOKENS)?;
             tokens.remove(old.as_str())?;

@@ -134,7 +134,7 @@ fn append_raw(
     // The chain never reuses a seq; a store edited behind the guard's back fails the write
     // (and so the decision) instead of overwriting history: the caller's transaction is then
     // aborted, so the overwritten value is never committed.
-    if events.insert(&key, &bytes)? {
+    if events.insert(key.as_str(), &bytes)? {
         return Err(StoreError::Corrupt(format!(
             "audit seq {seq} of {org} is already used"
         )));
@@ -172,7 +172,7 @@ pub(crate) fn append_user(
     let bytes = serde_json_canonicalizer::to_vec(&event)
         .map_err(|e| StoreError::Corrupt(format!("cannot canonicalize event: {e}")))?;
     let mut events = txn.open_table(USER_AUDIT)?;
-    if events.insert(&format!("{user}|{seq:020}"), &bytes)? {
+    if events.insert((user.as_str(), seq), &bytes)? {
         return Err(StoreError::Corrupt(format!(
             "audit seq {seq} of {user} is already used"
         )));
@@ -778,7 +778,8 @@ mod tests {
         );
         let r = store.read().unwrap();
         let events = r.open_table(AUDIT).unwrap();
-        let stored = |t: &redb::ReadOnlyTable<&'static str, &'static [u8]>, k: &str| {
+        let stored = |t: &redb::ReadOnlyTable<(&'static str, u64), &'static [u8]>,
+                      k: (&str, u64)| {
             String::from_utf8(t.get(k).unwrap().unwrap().value().to_vec()).unwrap()
         };
         // Stored compact (audit_record.rs); read back, exactly the lines stored before.
@@ -801,10 +802,7 @@ mod tests {
             )
         );
         assert_eq!(
-            stored(
-                &r.open_table(USER_AUDIT).unwrap(),
-                "usr_1|00000000000000000001"
-            ),
+            stored(&r.open_table(USER_AUDIT).unwrap(), ("usr_1", 1)),
             format!(
                 r#"{{"actor":{{"id":"usr_1","type":"user"}},"at":"{at}","data":{{"invitation":"inv_1","invited_by":"usr_2","organization":"org_1","role":"approver"}},"hash":"{HU}","kind":"user.invitation_accepted","prev":"{GENESIS}","seq":1,"user":"usr_1"}}"#
             )

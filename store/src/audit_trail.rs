@@ -38,10 +38,10 @@ impl Store {
     pub fn user_audit_page(&self, user: &UserId, after: u64, limit: usize) -> Result<Vec<Value>> {
         let r = self.read()?;
         let t = r.open_table(USER_AUDIT)?;
-        let start = format!("{user}|{:020}", after.saturating_add(1));
-        let end = format!("{user}}}");
+        let start = (user.as_str(), after.saturating_add(1));
+        let end = (user.as_str(), u64::MAX);
         let mut out = Vec::new();
-        for row in t.range(start.as_str()..end.as_str())?.take(limit) {
+        for row in t.range(start..=end)?.take(limit) {
             let (_, v) = row?;
             out.push(serde_json::from_slice(v.value())?);
         }
@@ -53,9 +53,8 @@ impl Store {
         let r = self.read()?;
         let events = r.open_table(USER_AUDIT)?;
         let stored = audit::head(&r.open_table(USER_AUDIT_HEADS)?, user.as_str())?;
-        let prefix = format!("{user}|");
-        let end = format!("{user}}}");
-        let iter = events.range(prefix.as_str()..end.as_str())?.map(|row| {
+        let all = (user.as_str(), 0)..=(user.as_str(), u64::MAX);
+        let iter = events.range(all)?.map(|row| {
             let (_, v) = row?;
             Ok(v.value().to_vec())
         });

@@ -63,9 +63,9 @@ impl Store {
                 on_exceed: spec.on_exceed,
                 operations: spec.operations,
             };
-            put_json(
+            put_rec(
                 &mut txn.open_table(CAPS)?,
-                &format!("{org}|{}", cap.id),
+                (org.as_str(), cap.id.as_str()),
                 &cap,
             )?;
             audit::append(
@@ -82,13 +82,13 @@ impl Store {
     /// Caps of an organization.
     pub fn list_caps(&self, org: &OrgId) -> Result<Vec<Cap>> {
         let r = self.read()?;
-        scan_json(&r.open_table(CAPS)?, &format!("{org}|"))
+        scan_org(&r.open_table(CAPS)?, org.as_str())
     }
 
     /// One cap.
     pub fn cap(&self, org: &OrgId, id: &str) -> Result<Option<Cap>> {
         let r = self.read()?;
-        get_json(&r.open_table(CAPS)?, &format!("{org}|{id}"))
+        get_rec(&r.open_table(CAPS)?, (org.as_str(), id))
     }
 
     /// Change a cap's limit or outcome.
@@ -98,15 +98,15 @@ impl Store {
         }
         self.write(|txn| {
             let mut caps = txn.open_table(CAPS)?;
-            let key = format!("{org}|{id}");
-            let mut cap: Cap = get_json(&caps, &key)?.ok_or(StoreError::NotFound("cap"))?;
+            let key = (org.as_str(), id);
+            let mut cap: Cap = get_rec(&caps, key)?.ok_or(StoreError::NotFound("cap"))?;
             if let Some(l) = patch.limit {
                 cap.limit = l;
             }
             if let Some(e) = patch.on_exceed {
                 cap.on_exceed = e;
             }
-            put_json(&mut caps, &key, &cap)?;
+            put_rec(&mut caps, key, &cap)?;
             drop(caps);
             audit::append(
                 txn,
@@ -122,9 +122,7 @@ impl Store {
     /// Delete a cap.
     pub fn delete_cap(&self, org: &OrgId, id: &str, actor: &Actor) -> Result<()> {
         self.write(|txn| {
-            let removed = txn
-                .open_table(CAPS)?
-                .remove(format!("{org}|{id}").as_str())?;
+            let removed = txn.open_table(CAPS)?.remove((org.as_str(), id))?;
             if !removed {
                 return Err(StoreError::NotFound("cap"));
             }

@@ -296,7 +296,7 @@ pub(crate) fn revoke_tokens_in(
         }
     }
     for k in &doomed {
-        table.remove(k)?;
+        table.remove(k.as_str())?;
     }
     Ok(doomed.len())
 }
@@ -547,8 +547,8 @@ impl Store {
             let mut rec: SessionRecord =
                 get_json(&sessions, hash)?.ok_or(StoreError::NotFound("session"))?;
             load_org(txn, org)?;
-            let key = format!("{org}|{}", rec.user);
-            if txn.open_table(MEMBERS)?.get(key.as_str())?.is_none() {
+            let key = (org.as_str(), rec.user.as_str());
+            if txn.open_table(MEMBERS)?.get(key)?.is_none() {
                 return Err(StoreError::NotFound("organization"));
             }
             rec.active_org = Some(org.clone());
@@ -774,7 +774,7 @@ impl Store {
             load_org(txn, org)?;
             if txn
                 .open_table(MEMBERS)?
-                .get(format!("{org}|{user}").as_str())?
+                .get((org.as_str(), user.as_str()))?
                 .is_none()
             {
                 return Err(StoreError::NotFound("organization"));

@@ -167,17 +167,17 @@ fn view(
 
 /// The pending, unexpired invitation that `token` opens, or [`invalid_invitation`].
 fn open_token(
-    tokens: &impl redb::ReadableTable<&'static str, &'static [u8]>,
-    invitations: &impl redb::ReadableTable<&'static str, &'static [u8]>,
+    tokens: &impl redb::ReadableTable<S, OrgPair>,
+    invitations: &impl redb::ReadableTable<OrgPair, &'static [u8]>,
     token: &str,
     now_unix: i64,
 ) -> Result<InvitationRecord> {
     let id = parse_token(token).ok_or_else(invalid_invitation)?;
-    let key = match tokens.get(id)? {
-        Some(v) => String::from_utf8_lossy(v.value()).into_owned(),
-        None => return Err(invalid_invitation()),
+    let Some(key) = tokens.get(id)? else {
+        return Err(invalid_invitation());
     };
-    let rec: InvitationRecord = get_json(invitations, &key)?.ok_or_else(invalid_invitation)?;
+    let rec: InvitationRecord =
+        get_rec(invitations, key.value())?.ok_or_else(invalid_invitation)?;
     let digest_ok: bool = sha256_hex(token)
         .as_bytes()
         .ct_eq(rec.token_digest.as_bytes())
@@ -217,7 +217,7 @@ impl Store {
             if let Some(uid) = existing
                 && txn
                     .open_table(MEMBERS)?
-                    .get(format!("{org}|{uid}").as_str())?
+                    .get((org.as_str(), uid.as_str()))?
                     .is_some()
             {
                 return Err(StoreError::Conflict(
@@ -225,7 +225,7 @@ impl Store {
                 ));
             }
             let mut invitations = txn.open_table(INVITATIONS)?;
-            let all: Vec<InvitationRecord> = scan_json(&invitations, &format!("{org}|"))?;
+            let all: Vec<InvitationRecord> = scan_org(&invitations, org.as_str())?;
             let pending: Vec<&InvitationRecord> = all
                 .iter()
                 .filter(|r| r.status_at(clock.unix) == InvitationStatus::Pending)
@@ -256,10 +256,10 @@ impl Store {
                 accepted_by: None,
                 accepted_at: None,
             };
-            let key = format!("{org}|{}", rec.id);
-            put_json(&mut invitations, &key, &rec)?;
-            txn.open_table(INVITATION_TOKENS)?
-                .insert(&token_id, key.as_bytes())?;
+            let key = (org.as_str(), rec.id.as_str());
+            put_rec(&mut invitations, &key, &rec)?;
+            txn.open_control(INVITATION_TOKENS)?
+                .insert(token_id.as_str(), key)?;
             let v = view(&users, &rec, clock.unix)?;
             drop((users, invitations));
             let event = AuditEvent::MemberInvited {
@@ -278,8 +278,7 @@ impl Store {
         let r = self.read()?;
         let users = r.open_table(USERS)?;
         let now_unix = now().unix;
-        let mut recs: Vec<InvitationRecord> =
-            scan_json(&r.open_table(INVITATIONS)?, &format!("{org}|"))?;
+        let mut recs: Vec<InvitationRecord> = scan_org(&r.open_table(INVITATIONS)?, org.as_str())?;
         recs.sort_by(|a, b| b.created_at.cmp(&a.created_at));
         recs.iter().map(|rec| view(&users, rec, now_unix)).collect()
     }
@@ -295,10 +294,10 @@ impl Store {
     ) -> Result<InvitationView> {
         let clock = now();
         self.write(|txn| {
-            let key = format!("{org}|{id}");
+            let key = (org.as_str(), id);
             let mut invitations = txn.open_table(INVITATIONS)?;
             let mut rec: InvitationRecord =
-                get_json(&invitations, &key)?.ok_or(StoreError::NotFound("invitation"))?;
+                get_rec(&invitations, &key)?.ok_or(StoreError::NotFound("invitation"))?;
             if rec.role == Role::Owner && by_role != Role::Owner {
                 return Err(StoreError::Forbidden(
                     "only an owner may revoke an owner's invitation".into(),
@@ -314,8 +313,9 @@ impl Store {
                 ));
             }
             rec.status = InvitationStatus::Revoked;
-            put_json(&mut invitations, &key, &rec)?;
-            txn.open_table(INVITATION_TOKENS)?.remove(&rec.token_id)?;
+            put_rec(&mut invitations, &key, &rec)?;
+            txn.open_control(INVITATION_TOKENS)?
+                .remove(rec.token_id.as_str())?;
             let v = view(&txn.open_table(USERS)?, &rec, clock.unix)?;
             drop(invitations);
             let event = AuditEvent::MemberInvitationRevoked {
@@ -391,7 +391,7 @@ impl Store {
         self.write(|txn| {
             // Re-read: another acceptance or a revocation may have won meanwhile.
             let mut rec2 = open_token(
-                &txn.open_table(INVITATION_TOKENS)?,
+                &txn.open_control(INVITATION_TOKENS)?,
                 &txn.open_table(INVITATIONS)?,
                 token,
                 clock.unix,
@@ -404,9 +404,9 @@ impl Store {
             // The invitation carries its inviter's authority: it opens only while the inviter
             // is still a member who may grant this role (a removed or demoted inviter's pending
             // invitations stop working with them).
-            let inviter: Option<Membership> = get_json(
+            let inviter: Option<Membership> = get_rec(
                 &txn.open_table(MEMBERS)?,
-                &format!("{org}|{}", rec2.invited_by),
+                (org.as_str(), rec2.invited_by.as_str()),
             )?;
             let may_grant = inviter.is_some_and(|m| match rec2.role {
                 Role::Owner => m.role == Role::Owner,
@@ -430,14 +430,14 @@ impl Store {
                 (None, Some(h)) => (create_user_in(txn, &rec2.email, h.clone())?, true),
                 (None, None) => return Err(StoreError::Db("unreachable accept state".into())),
             };
-            let mkey = format!("{org}|{}", user.id);
+            let mkey = (org.as_str(), user.id.as_str());
             let mut members = txn.open_table(MEMBERS)?;
-            if members.get(mkey.as_str())?.is_some() {
+            if members.get(mkey)?.is_some() {
                 return Err(StoreError::Conflict(
                     "already a member of this organization".into(),
                 ));
             }
-            put_json(
+            put_rec(
                 &mut members,
                 &mkey,
                 &Membership {
@@ -452,12 +452,13 @@ impl Store {
             rec2.status = InvitationStatus::Accepted;
             rec2.accepted_by = Some(user.id.clone());
             rec2.accepted_at = Some(clock.text.clone());
-            put_json(
+            put_rec(
                 &mut txn.open_table(INVITATIONS)?,
-                &format!("{org}|{}", rec2.id),
+                (org.as_str(), rec2.id.as_str()),
                 &rec2,
             )?;
-            txn.open_table(INVITATION_TOKENS)?.remove(&rec2.token_id)?;
+            txn.open_control(INVITATION_TOKENS)?
+                .remove(rec2.token_id.as_str())?;
             let actor = Actor::User(user.id.clone());
             let event = AuditEvent::MemberAdded(MemberAdded::Invited {
                 user: user.id.clone(),

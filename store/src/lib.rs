@@ -202,10 +202,12 @@ impl Store {
                 other => StoreError::Db(other.to_string()),
             })?;
         let txn = db.begin_write()?;
-        for table in tables::ALL {
-            txn.open_table(table)?;
-        }
+        tables::create_all(&txn)?;
+        let moved = tables::migrate_typed_keys(&txn)?;
         txn.commit()?;
+        if moved > 0 {
+            tracing::info!(rows = moved, "control-plane records moved to typed keys");
+        }
         // Recovery before anything reads the store: the batches the writer's log holds and
         // redb's durable state does not (wal.rs).
         let wal_path = data_dir.join(ledger::wal::WAL_FILE);

@@ -52,10 +52,10 @@ pub(crate) fn person(
 }
 
 pub(crate) fn count_owners(
-    members: &impl ReadableTable<&'static str, &'static [u8]>,
+    members: &impl ReadableTable<OrgPair, &'static [u8]>,
     org: &OrgId,
 ) -> Result<usize> {
-    let ms: Vec<Membership> = scan_json(members, &format!("{org}|"))?;
+    let ms: Vec<Membership> = scan_org(members, org.as_str())?;
     Ok(ms.iter().filter(|m| m.role == Role::Owner).count())
 }
 
@@ -66,7 +66,8 @@ impl Store {
         if get_json::<Org>(&r.open_table(ORGS)?, org.as_str())?.is_none() {
             return Ok(None);
         }
-        let m: Option<Membership> = get_json(&r.open_table(MEMBERS)?, &format!("{org}|{user}"))?;
+        let m: Option<Membership> =
+            get_rec(&r.open_table(MEMBERS)?, (org.as_str(), user.as_str()))?;
         Ok(m.map(|m| m.role))
     }
 
@@ -79,7 +80,7 @@ impl Store {
         for row in orgs.iter()? {
             let (k, v) = row?;
             let org: Org = serde_json::from_slice(v.value())?;
-            if let Some(m) = get_json::<Membership>(&members, &format!("{}|{user}", k.value()))? {
+            if let Some(m) = get_rec::<_, Membership>(&members, (k.value(), user.as_str()))? {
                 out.push((org, m.role));
             }
         }
@@ -90,7 +91,7 @@ impl Store {
     pub fn list_members(&self, org: &OrgId) -> Result<Vec<MemberView>> {
         let r = self.read()?;
         let users = r.open_table(USERS)?;
-        let ms: Vec<Membership> = scan_json(&r.open_table(MEMBERS)?, &format!("{org}|"))?;
+        let ms: Vec<Membership> = scan_org(&r.open_table(MEMBERS)?, org.as_str())?;
         let mut out = Vec::new();
         for m in ms {
             let invited_by = m
@@ -120,9 +121,9 @@ impl Store {
     ) -> Result<MemberView> {
         self.write(|txn| {
             let mut members = txn.open_table(MEMBERS)?;
-            let key = format!("{org}|{user}");
+            let key = (org.as_str(), user.as_str());
             let mut m: Membership =
-                get_json(&members, &key)?.ok_or(StoreError::NotFound("member"))?;
+                get_rec(&members, &key)?.ok_or(StoreError::NotFound("member"))?;
             if (m.role == Role::Owner || role == Role::Owner) && by_role != Role::Owner {
                 return Err(StoreError::Forbidden(
                     "only an owner may change owners".into(),
@@ -135,7 +136,7 @@ impl Store {
             }
             let from = m.role;
             m.role = role;
-            put_json(&mut members, &key, &m)?;
+            put_rec(&mut members, &key, &m)?;
             drop(members);
             audit::append(
                 txn,
@@ -174,8 +175,8 @@ impl Store {
     ) -> Result<()> {
         self.write(|txn| {
             let mut members = txn.open_table(MEMBERS)?;
-            let key = format!("{org}|{user}");
-            let m: Membership = get_json(&members, &key)?.ok_or(StoreError::NotFound("member"))?;
+            let key = (org.as_str(), user.as_str());
+            let m: Membership = get_rec(&members, &key)?.ok_or(StoreError::NotFound("member"))?;
             if m.role == Role::Owner && by_role != Role::Owner {
                 return Err(StoreError::Forbidden(
                     "only an owner may remove owners".into(),
@@ -186,7 +187,7 @@ impl Store {
                     "an organization keeps at least one owner".into(),
                 ));
             }
-            members.remove(key.as_str())?;
+            members.remove(key)?;
             drop(members);
             // Their API tokens bound here end too: a later re-invitation starts clean.
             let tokens = crate::humans::revoke_tokens_in(txn, user, Some(org))?;

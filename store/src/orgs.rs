@@ -84,9 +84,9 @@ impl Store {
                 accepted_at: now().text,
                 invited_by: None,
             };
-            put_json(
+            put_rec(
                 &mut txn.open_table(MEMBERS)?,
-                &format!("{}|{}", org.id, user.id),
+                (org.id.as_str(), user.id.as_str()),
                 &m,
             )?;
             let t = now();
@@ -132,9 +132,9 @@ impl Store {
                 accepted_at: now().text,
                 invited_by: None,
             };
-            put_json(
+            put_rec(
                 &mut txn.open_table(MEMBERS)?,
-                &format!("{}|{owner}", org.id),
+                (org.id.as_str(), owner.as_str()),
                 &m,
             )?;
             audit::append(
@@ -159,20 +159,20 @@ impl Store {
             audit::append(txn, org, actor, &AuditEvent::OrgDeleted, &now().text)?;
             txn.open_table(ORGS)?.remove(org.as_str())?;
             let mut members = txn.open_table(MEMBERS)?;
-            let keys: Vec<String> = {
-                let prefix = format!("{org}|");
-                let mut keys = Vec::new();
-                for row in members.range(prefix.as_str()..)? {
+            let users: Vec<String> = {
+                let mut users = Vec::new();
+                for row in members.range((org.as_str(), "")..)? {
                     let (k, _) = row?;
-                    if !k.value().starts_with(&prefix) {
+                    let (row_org, user) = k.value();
+                    if row_org != org.as_str() {
                         break;
                     }
-                    keys.push(k.value().to_string());
+                    users.push(user.to_string());
                 }
-                keys
+                users
             };
-            for k in keys {
-                members.remove(k.as_str())?;
+            for user in users {
+                members.remove((org.as_str(), user.as_str()))?;
             }
             Ok(())
         })

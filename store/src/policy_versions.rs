@@ -51,9 +51,9 @@ impl Store {
             author: author(actor),
             created_at: t.text.clone(),
         };
-        put_json(
+        put_rec(
             &mut txn.open_table(POLICY_VERSIONS)?,
-            &format!("{org}|{version:010}"),
+            (org.as_str(), version),
             &pv,
         )?;
         o.latest_policy_version = version;
@@ -80,7 +80,7 @@ impl Store {
     }
 
     /// The active compiled policy set, parsed once per version and shared.
-    pub(crate) fn active_policies<T: ReadableTable<&'static str, &'static [u8]>>(
+    pub(crate) fn active_policies<T: ReadableTable<(&'static str, u64), &'static [u8]>>(
         &self,
         open_versions: impl FnOnce() -> Result<T>,
         org: &Org,
@@ -95,11 +95,8 @@ impl Store {
             return Ok(p);
         }
         let versions = open_versions()?;
-        let pv: PolicyVersion = get_json(
-            &versions,
-            &format!("{}|{:010}", org.id, org.active_policy_version),
-        )?
-        .ok_or(StoreError::NotFound("policy version"))?;
+        let pv: PolicyVersion = get_rec(&versions, (org.id.as_str(), org.active_policy_version))?
+            .ok_or(StoreError::NotFound("policy version"))?;
         let compiled = policies::compile_stored(&pv.text).map_err(|d| {
             StoreError::Corrupt(format!(
                 "stored policy set no longer compiles: {} diagnostics",
@@ -115,9 +112,9 @@ impl Store {
     pub fn active_policy(&self, org: &OrgId) -> Result<PolicyVersion> {
         let o = self.org(org)?;
         let r = self.read()?;
-        get_json(
+        get_rec(
             &r.open_table(POLICY_VERSIONS)?,
-            &format!("{org}|{:010}", o.active_policy_version),
+            (org.as_str(), o.active_policy_version),
         )?
         .ok_or(StoreError::NotFound("policy version"))
     }
@@ -125,7 +122,12 @@ impl Store {
     /// Every stored policy version.
     pub fn policy_versions(&self, org: &OrgId) -> Result<Vec<PolicyVersion>> {
         let r = self.read()?;
-        scan_json(&r.open_table(POLICY_VERSIONS)?, &format!("{org}|"))
+        let t = r.open_table(POLICY_VERSIONS)?;
+        let mut out = Vec::new();
+        for row in t.range((org.as_str(), 0)..=(org.as_str(), u64::MAX))? {
+            out.push(serde_json::from_slice(row?.1.value())?);
+        }
+        Ok(out)
     }
 
     /// Roll back (or forward): activate a stored version.
@@ -133,7 +135,7 @@ impl Store {
         self.write(|txn| {
             let exists = txn
                 .open_table(POLICY_VERSIONS)?
-                .get(format!("{org}|{version:010}").as_str())?
+                .get((org.as_str(), version))?
                 .is_some();
             if !exists {
                 return Err(StoreError::NotFound("policy version"));

@@ -17,7 +17,8 @@ use crate::crypto::MasterKey;
 use crate::error::{Result, StoreError};
 use crate::ids::{Actor, OrgId};
 use crate::tables::{
-    ADMIN_IDEMPOTENCY, META, ORGS, RAIL_KEYS, Table, USER_SECRETS, WEBHOOKS, put_json,
+    ADMIN_IDEMPOTENCY, Keyed, META, ORGS, OrgPair, RAIL_KEYS, S, Table, USER_SECRETS, WEBHOOKS,
+    put_json, put_rec,
 };
 use crate::time_util::now;
 
@@ -85,7 +86,7 @@ impl Kind {
 /// One table holding sealed secrets, and the JSON pointers of the sealed strings in a record
 /// (absent or null: nothing sealed).
 struct Sealed {
-    table: Table,
+    table: SealedTable,
     kind: Kind,
     fields: &'static [&'static str],
 }
@@ -98,26 +99,111 @@ fn org_of(key: &str) -> Result<String> {
         .ok_or_else(|| StoreError::Corrupt(format!("record key {key:?} names no organization")))
 }
 
+/// A table holding sealed secrets, by the type of its keys.
+#[derive(Clone, Copy)]
+enum SealedTable {
+    Str(Table),
+    Pair(Keyed<OrgPair>),
+    Answer(Keyed<(Option<S>, S, S)>),
+}
+
+/// A sealed record's key, owned.
+enum RowKey {
+    Str(String),
+    Pair(String, String),
+    Answer(Option<String>, String, String),
+}
+
+impl RowKey {
+    /// The key's text form as stored before typed keys, which the sealing contexts are made of
+    /// (so secrets sealed then still open).
+    fn text(&self) -> String {
+        match self {
+            RowKey::Str(k) => k.clone(),
+            RowKey::Pair(a, b) => format!("{a}|{b}"),
+            RowKey::Answer(org, user, digest) => {
+                format!("{}|{user}|{digest}", org.as_deref().unwrap_or("-"))
+            }
+        }
+    }
+}
+
+/// Every row of a [`SealedTable`], owned, through `$txn.open_table` (a read transaction or a
+/// [`crate::ledger::Tx`]).
+macro_rules! sealed_rows {
+    ($txn:expr, $table:expr) => {{
+        use redb::ReadableTable;
+        let mut rows: Vec<(RowKey, Vec<u8>)> = Vec::new();
+        match $table {
+            SealedTable::Str(d) => {
+                for row in $txn.open_table(d)?.iter()? {
+                    let (k, v) = row?;
+                    rows.push((RowKey::Str(k.value().to_string()), v.value().to_vec()));
+                }
+            }
+            SealedTable::Pair(d) => {
+                for row in $txn.open_table(d)?.iter()? {
+                    let (k, v) = row?;
+                    let (a, b) = k.value();
+                    rows.push((RowKey::Pair(a.into(), b.into()), v.value().to_vec()));
+                }
+            }
+            SealedTable::Answer(d) => {
+                for row in $txn.open_table(d)?.iter()? {
+                    let (k, v) = row?;
+                    let (org, user, digest) = k.value();
+                    let key = RowKey::Answer(org.map(str::to_string), user.into(), digest.into());
+                    rows.push((key, v.value().to_vec()));
+                }
+            }
+        }
+        rows
+    }};
+}
+
+/// Write `record` back under `key`.
+fn put_sealed(
+    txn: &crate::ledger::Tx<'_>,
+    table: SealedTable,
+    key: &RowKey,
+    record: &Value,
+) -> Result<()> {
+    match (table, key) {
+        (SealedTable::Str(d), RowKey::Str(k)) => put_json(&mut txn.open_table(d)?, k, record),
+        (SealedTable::Pair(d), RowKey::Pair(a, b)) => {
+            put_rec(&mut txn.open_table(d)?, (a.as_str(), b.as_str()), record)
+        }
+        (SealedTable::Answer(d), RowKey::Answer(org, user, digest)) => put_rec(
+            &mut txn.open_table(d)?,
+            (org.as_deref(), user.as_str(), digest.as_str()),
+            record,
+        ),
+        _ => Err(StoreError::Db(
+            "internal: a sealed record's key does not match its table".into(),
+        )),
+    }
+}
+
 /// Every sealed secret the store keeps: rail keys, TOTP secrets (active and pending), webhook
 /// signing secrets (current and previous).
 const SEALED: [Sealed; 4] = [
     Sealed {
-        table: RAIL_KEYS,
+        table: SealedTable::Str(RAIL_KEYS),
         kind: Kind::Rail,
         fields: &["/sealed"],
     },
     Sealed {
-        table: USER_SECRETS,
+        table: SealedTable::Str(USER_SECRETS),
         kind: Kind::Totp,
         fields: &["/totp", "/totp_pending"],
     },
     Sealed {
-        table: WEBHOOKS,
+        table: SealedTable::Pair(WEBHOOKS),
         kind: Kind::Webhook,
         fields: &["/secret", "/previous_secret/0"],
     },
     Sealed {
-        table: ADMIN_IDEMPOTENCY,
+        table: SealedTable::Answer(ADMIN_IDEMPOTENCY),
         kind: Kind::AdminAnswer,
         fields: &["/sealed"],
     },
@@ -155,17 +241,9 @@ impl Store {
             let mut report = RekeyReport::default();
             let mut per_org: std::collections::BTreeMap<String, Value> = Default::default();
             for sealed in &SEALED {
-                let mut table = txn.open_table(sealed.table)?;
-                let rows: Vec<(String, Vec<u8>)> = {
-                    use redb::ReadableTable;
-                    let mut rows = Vec::new();
-                    for row in table.iter()? {
-                        let (k, v) = row?;
-                        rows.push((k.value().to_string(), v.value().to_vec()));
-                    }
-                    rows
-                };
-                for (key, bytes) in rows {
+                let rows = sealed_rows!(txn, sealed.table);
+                for (row_key, bytes) in rows {
+                    let key = row_key.text();
                     let Sealing { context, org } = sealed.kind.sealing(&key)?;
                     let mut record: Value = serde_json::from_slice(&bytes)?;
                     let mut count = 0u64;
@@ -185,7 +263,7 @@ impl Store {
                         *slot = Value::String(new.seal(&context, &plain));
                         count += 1;
                     }
-                    put_json(&mut table, &key, &record)?;
+                    put_sealed(txn, sealed.table, &row_key, &record)?;
                     match sealed.kind {
                         Kind::Rail => report.rail_keys += count,
                         Kind::Totp => report.totp_secrets += count,
@@ -260,14 +338,11 @@ impl Store {
 
     /// Whether the first sealed secret found (if any) opens under `self.master`.
     fn first_secret_opens(&self) -> Result<bool> {
-        use redb::ReadableTable;
         let r = self.read()?;
         for sealed in &SEALED {
-            let t = r.open_table(sealed.table)?;
-            for row in t.iter()? {
-                let (k, v) = row?;
-                let Sealing { context, .. } = sealed.kind.sealing(k.value())?;
-                let record: Value = serde_json::from_slice(v.value())?;
+            for (k, v) in sealed_rows!(r, sealed.table) {
+                let Sealing { context, .. } = sealed.kind.sealing(&k.text())?;
+                let record: Value = serde_json::from_slice(&v)?;
                 for field in sealed.fields {
                     if let Some(text) = record.pointer(field).and_then(Value::as_str) {
                         return Ok(self.master.open(&context, text).is_ok());

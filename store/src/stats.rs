@@ -55,7 +55,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), MasterKey::generate()).unwrap();
         let before = store.table_stats().unwrap();
-        assert_eq!(before.len(), crate::tables::ALL.len());
+        assert_eq!(
+            before.len(),
+            crate::tables::ALL.len() + crate::tables::typed_names().len()
+        );
         let orgs = |s: &[TableUsage]| s.iter().find(|t| t.name == "orgs").unwrap().clone();
         assert_eq!(orgs(&before).entries, 0);
         assert_eq!(orgs(&before).stored_bytes, 0);

@@ -181,8 +181,7 @@ pub(crate) fn enqueue_in(
     let Some(t) = webhook_type(kind, &data) else {
         return Ok(());
     };
-    let endpoints: Vec<WebhookEndpoint> =
-        scan_json(&txn.open_table(WEBHOOKS)?, &format!("{org}|"))?;
+    let endpoints: Vec<WebhookEndpoint> = scan_org(&txn.open_table(WEBHOOKS)?, org.as_str())?;
     if !endpoints.iter().any(|e| e.enabled) {
         return Ok(());
     }
@@ -207,8 +206,32 @@ pub(crate) fn enqueue_in(
     )
 }
 
-fn queue_key(due_ms: i64, org: &OrgId, endpoint: &str, id: &str) -> String {
-    format!("{:020}|{org}|{endpoint}|{id}", due_ms.max(0))
+fn queue_key<'a>(
+    due_ms: i64,
+    org: &'a OrgId,
+    endpoint: &'a str,
+    id: &'a str,
+) -> (u64, &'a str, &'a str, &'a str) {
+    let due = u64::try_from(due_ms).unwrap_or(0);
+    (due, org.as_str(), endpoint, id)
+}
+
+/// Every delivery of one endpoint, in id order.
+fn deliveries_of(
+    t: &impl redb::ReadableTable<(S, S, S), &'static [u8]>,
+    org: &OrgId,
+    endpoint: &str,
+) -> Result<Vec<Delivery>> {
+    let mut out = Vec::new();
+    for row in t.range((org.as_str(), endpoint, "")..)? {
+        let (k, v) = row?;
+        let (o, e, _) = k.value();
+        if o != org.as_str() || e != endpoint {
+            break;
+        }
+        out.push(serde_json::from_slice(v.value())?);
+    }
+    Ok(out)
 }
 
 /// Refuse URLs that are not http(s) (the private-range check needs DNS and is the caller's).
@@ -254,9 +277,9 @@ impl Store {
                 consecutive_failures: 0,
                 created_at: t.text.clone(),
             };
-            put_json(
+            put_rec(
                 &mut txn.open_table(WEBHOOKS)?,
-                &format!("{org}|{}", ep.id),
+                (org.as_str(), ep.id.as_str()),
                 &ep,
             )?;
             audit::append(
@@ -277,7 +300,7 @@ impl Store {
     /// Endpoints of an organization.
     pub fn list_webhooks(&self, org: &OrgId) -> Result<Vec<WebhookEndpoint>> {
         let r = self.read()?;
-        scan_json(&r.open_table(WEBHOOKS)?, &format!("{org}|"))
+        scan_org(&r.open_table(WEBHOOKS)?, org.as_str())
     }
 
     /// Change url, subscriptions or enabled state.
@@ -298,9 +321,9 @@ impl Store {
         }
         self.write(|txn| {
             let mut t = txn.open_table(WEBHOOKS)?;
-            let key = format!("{org}|{id}");
+            let key = (org.as_str(), id);
             let mut ep: WebhookEndpoint =
-                get_json(&t, &key)?.ok_or(StoreError::NotFound("webhook"))?;
+                get_rec(&t, &key)?.ok_or(StoreError::NotFound("webhook"))?;
             if let Some(u) = url {
                 ep.url = u;
             }
@@ -318,7 +341,7 @@ impl Store {
             if disabling {
                 ep.disabled_reason = Some("disabled by an administrator".into());
             }
-            put_json(&mut t, &key, &ep)?;
+            put_rec(&mut t, &key, &ep)?;
             drop(t);
             audit::append(
                 txn,
@@ -342,10 +365,7 @@ impl Store {
     /// Delete an endpoint (its delivery records stay for the audit trail's sake).
     pub fn delete_webhook(&self, org: &OrgId, id: &str, actor: &Actor) -> Result<()> {
         self.write(|txn| {
-            if !txn
-                .open_table(WEBHOOKS)?
-                .remove(format!("{org}|{id}").as_str())?
-            {
+            if !txn.open_table(WEBHOOKS)?.remove((org.as_str(), id))? {
                 return Err(StoreError::NotFound("webhook"));
             }
             audit::append(
@@ -373,15 +393,15 @@ impl Store {
     ) -> Result<WebhookEndpoint> {
         self.write(|txn| {
             let mut t = txn.open_table(WEBHOOKS)?;
-            let key = format!("{org}|{id}");
+            let key = (org.as_str(), id);
             let mut ep: WebhookEndpoint =
-                get_json(&t, &key)?.ok_or(StoreError::NotFound("webhook"))?;
+                get_rec(&t, &key)?.ok_or(StoreError::NotFound("webhook"))?;
             let clock = now();
             ep.previous_secret = Some((ep.secret.clone(), clock.unix.saturating_add(overlap_secs)));
             ep.secret = self
                 .master
                 .seal(&format!("webhook|{org}"), new_secret.as_bytes());
-            put_json(&mut t, &key, &ep)?;
+            put_rec(&mut t, &key, &ep)?;
             drop(t);
             audit::append(
                 txn,
@@ -405,13 +425,12 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<Delivery>> {
         let r = self.read()?;
-        if get_json::<WebhookEndpoint>(&r.open_table(WEBHOOKS)?, &format!("{org}|{endpoint}"))?
+        if get_rec::<_, WebhookEndpoint>(&r.open_table(WEBHOOKS)?, (org.as_str(), endpoint))?
             .is_none()
         {
             return Err(StoreError::NotFound("webhook"));
         }
-        let mut all: Vec<Delivery> =
-            scan_json(&r.open_table(DELIVERIES)?, &format!("{org}|{endpoint}|"))?;
+        let mut all: Vec<Delivery> = deliveries_of(&r.open_table(DELIVERIES)?, org, endpoint)?;
         all.sort_by_key(|d| d.attempts.first().map_or(i64::MAX, |a| a.at_ms));
         let skip = all.len().saturating_sub(limit);
         Ok(all.into_iter().skip(skip).collect())
@@ -427,11 +446,11 @@ impl Store {
     ) -> Result<Delivery> {
         self.write(|txn| {
             let ep: WebhookEndpoint =
-                get_json(&txn.open_table(WEBHOOKS)?, &format!("{org}|{endpoint}"))?
+                get_rec(&txn.open_table(WEBHOOKS)?, (org.as_str(), endpoint))?
                     .ok_or(StoreError::NotFound("webhook"))?;
             let mut t = txn.open_table(DELIVERIES)?;
-            let key = format!("{org}|{endpoint}|{id}");
-            let mut d: Delivery = get_json(&t, &key)?.ok_or(StoreError::NotFound("delivery"))?;
+            let key = (org.as_str(), endpoint, id);
+            let mut d: Delivery = get_rec(&t, &key)?.ok_or(StoreError::NotFound("delivery"))?;
             // Disabled endpoints get no attempts; re-enabling is the administrator's first step.
             if !ep.enabled {
                 return Err(StoreError::Conflict(
@@ -441,15 +460,15 @@ impl Store {
             let due = now_ms();
             if let Some(old) = d.next_attempt_ms {
                 txn.open_table(DELIVERY_QUEUE)?
-                    .remove(queue_key(old, org, endpoint, id).as_str())?;
+                    .remove(queue_key(old, org, endpoint, id))?;
             }
             d.state = "pending".into();
             d.reason = None;
             d.next_attempt_ms = Some(due);
-            put_json(&mut t, &key, &d)?;
+            put_rec(&mut t, &key, &d)?;
             drop(t);
             txn.open_table(DELIVERY_QUEUE)?
-                .insert(queue_key(due, org, endpoint, id).as_str(), [].as_slice())?;
+                .insert(queue_key(due, org, endpoint, id), [].as_slice())?;
             audit::append(
                 txn,
                 org,
@@ -484,7 +503,7 @@ impl Store {
                     .and_then(OrgId::parse)
                     .ok_or_else(|| StoreError::Corrupt("outbox key".into()))?;
                 let endpoints: Vec<WebhookEndpoint> =
-                    scan_json(&txn.open_table(WEBHOOKS)?, &format!("{org}|"))?;
+                    scan_org(&txn.open_table(WEBHOOKS)?, org.as_str())?;
                 for ep in endpoints.iter().filter(|e| {
                     e.enabled && e.events.as_ref().is_none_or(|l| l.contains(&entry.kind))
                 }) {
@@ -500,13 +519,13 @@ impl Store {
                         attempts: Vec::new(),
                         next_attempt_ms: Some(due),
                     };
-                    put_json(
+                    put_rec(
                         &mut txn.open_table(DELIVERIES)?,
-                        &format!("{org}|{}|{}", ep.id, d.id),
+                        (org.as_str(), ep.id.as_str(), d.id.as_str()),
                         &d,
                     )?;
                     txn.open_table(DELIVERY_QUEUE)?
-                        .insert(queue_key(due, &org, &ep.id, &d.id).as_str(), [].as_slice())?;
+                        .insert(queue_key(due, &org, &ep.id, &d.id), [].as_slice())?;
                 }
                 txn.open_table(OUTBOX)?.remove(key.as_str())?;
             }
@@ -520,37 +539,38 @@ impl Store {
     /// whose endpoint is disabled or gone is not handed out but marked `abandoned` with the
     /// reason, so a disabled endpoint gets no further attempt and the state says why.
     pub fn claim_due_deliveries(&self, now_ms: i64, max: usize) -> Result<Vec<DueDelivery>> {
-        let end = format!("{:020}}}", now_ms.max(0));
+        // Every entry due at or before `now_ms`: the first key past it is `(now_ms + 1, "", …)`.
+        let end = u64::try_from(now_ms).unwrap_or(0).saturating_add(1);
+        let end = (end, "", "", "");
         // Most polls find nothing due: only those that do open a write transaction.
         if self
             .read()?
             .open_table(DELIVERY_QUEUE)?
-            .range(..end.as_str())?
+            .range(..end)?
             .next()
             .is_none()
         {
             return Ok(Vec::new());
         }
         self.write(|txn| {
-            let keys: Vec<String> = {
+            let keys: Vec<(u64, String, String, String)> = {
                 let q = txn.open_table(DELIVERY_QUEUE)?;
                 let mut v = Vec::new();
-                for row in q.range(..end.as_str())?.take(max) {
-                    v.push(row?.0.value().to_string());
+                for row in q.range(..end)?.take(max) {
+                    let (k, _) = row?;
+                    let (due, org, endpoint, id) = k.value();
+                    v.push((due, org.to_string(), endpoint.to_string(), id.to_string()));
                 }
                 v
             };
             let mut out = Vec::new();
-            for k in keys {
-                let parts: Vec<&str> = k.splitn(4, '|').collect();
-                let [_, org, endpoint, id] = parts.as_slice() else {
-                    continue;
-                };
+            for (due, org, endpoint, id) in &keys {
+                let entry = (*due, org.as_str(), endpoint.as_str(), id.as_str());
                 let Some(org) = OrgId::parse(org) else {
                     continue;
                 };
-                if let Some(due) = self.claim_one(txn, &k, &org, endpoint, id, now_ms)? {
-                    out.push(due);
+                if let Some(d) = self.claim_one(txn, entry, &org, endpoint, id, now_ms)? {
+                    out.push(d);
                 }
             }
             Ok(out)
@@ -562,22 +582,20 @@ impl Store {
     fn claim_one(
         &self,
         txn: &crate::ledger::Tx<'_>,
-        queue_entry: &str,
+        queue_entry: (u64, &str, &str, &str),
         org: &OrgId,
         endpoint: &str,
         id: &str,
         now_ms: i64,
     ) -> Result<Option<DueDelivery>> {
-        let d: Option<Delivery> = get_json(
-            &txn.open_table(DELIVERIES)?,
-            &format!("{org}|{endpoint}|{id}"),
-        )?;
+        let d: Option<Delivery> =
+            get_rec(&txn.open_table(DELIVERIES)?, (org.as_str(), endpoint, id))?;
         let Some(d) = d.filter(|d| d.state == "pending") else {
             txn.open_table(DELIVERY_QUEUE)?.remove(queue_entry)?;
             return Ok(None);
         };
         let ep: Option<WebhookEndpoint> =
-            get_json(&txn.open_table(WEBHOOKS)?, &format!("{org}|{endpoint}"))?;
+            get_rec(&txn.open_table(WEBHOOKS)?, (org.as_str(), endpoint))?;
         let ep = match ep {
             Some(ep) if ep.enabled => ep,
             gone_or_disabled => {
@@ -630,12 +648,12 @@ impl Store {
         jitter: u16,
     ) -> Result<Delivery> {
         self.write(|txn| {
-            let key = format!("{org}|{endpoint}|{id}");
-            let mut d: Delivery = get_json(&txn.open_table(DELIVERIES)?, &key)?
+            let key = (org.as_str(), endpoint, id);
+            let mut d: Delivery = get_rec(&txn.open_table(DELIVERIES)?, &key)?
                 .ok_or(StoreError::NotFound("delivery"))?;
             if let Some(old) = d.next_attempt_ms.take() {
                 txn.open_table(DELIVERY_QUEUE)?
-                    .remove(queue_key(old, org, endpoint, id).as_str())?;
+                    .remove(queue_key(old, org, endpoint, id))?;
             }
             let ok =
                 attempt.status.is_some_and(|s| (200..300).contains(&s)) && attempt.error.is_none();
@@ -658,9 +676,9 @@ impl Store {
                     .saturating_add(policy.delay_ms(d.attempts.len(), jitter));
                 d.next_attempt_ms = Some(due);
                 txn.open_table(DELIVERY_QUEUE)?
-                    .insert(queue_key(due, org, endpoint, id).as_str(), [].as_slice())?;
+                    .insert(queue_key(due, org, endpoint, id), [].as_slice())?;
             }
-            put_json(&mut txn.open_table(DELIVERIES)?, &key, &d)?;
+            put_rec(&mut txn.open_table(DELIVERIES)?, &key, &d)?;
             let event = AuditEvent::WebhookDeliveryAttempted {
                 webhook: endpoint.to_string(),
                 delivery: id.to_string(),
@@ -701,8 +719,8 @@ impl Store {
         policy: &RetryPolicy,
     ) -> Result<Health> {
         let mut t = txn.open_table(WEBHOOKS)?;
-        let key = format!("{org}|{endpoint}");
-        let Some(mut ep): Option<WebhookEndpoint> = get_json(&t, &key)? else {
+        let key = (org.as_str(), endpoint);
+        let Some(mut ep): Option<WebhookEndpoint> = get_rec(&t, &key)? else {
             return Ok(Health::Gone);
         };
         ep.consecutive_failures = if ok {
@@ -718,7 +736,7 @@ impl Store {
                 ep.consecutive_failures
             ));
         }
-        put_json(&mut t, &key, &ep)?;
+        put_rec(&mut t, &key, &ep)?;
         Ok(match (was_enabled, ep.enabled) {
             (_, true) => Health::Enabled,
             (true, false) => Health::JustDisabled(ep.disabled_reason.unwrap_or_default()),
@@ -754,13 +772,13 @@ impl Health {
 fn abandon_in(txn: &crate::ledger::Tx<'_>, mut d: Delivery, reason: &str) -> Result<()> {
     if let Some(old) = d.next_attempt_ms.take() {
         txn.open_table(DELIVERY_QUEUE)?
-            .remove(queue_key(old, &d.org, &d.endpoint, &d.id).as_str())?;
+            .remove(queue_key(old, &d.org, &d.endpoint, &d.id))?;
     }
     d.state = "abandoned".into();
     d.reason = Some(reason.to_string());
-    put_json(
+    put_rec(
         &mut txn.open_table(DELIVERIES)?,
-        &format!("{}|{}|{}", d.org, d.endpoint, d.id),
+        (d.org.as_str(), d.endpoint.as_str(), d.id.as_str()),
         &d,
     )
 }
@@ -774,8 +792,7 @@ fn abandon_pending_in(
     reason: &str,
     actor: &Actor,
 ) -> Result<()> {
-    let all: Vec<Delivery> =
-        scan_json(&txn.open_table(DELIVERIES)?, &format!("{org}|{endpoint}|"))?;
+    let all: Vec<Delivery> = deliveries_of(&txn.open_table(DELIVERIES)?, org, endpoint)?;
     let pending: Vec<Delivery> = all.into_iter().filter(|d| d.state == "pending").collect();
     if pending.is_empty() {
         return Ok(());

@@ -84,8 +84,10 @@ impl Store {
             ));
         }
         let mut intent = load_intent(txn, org, id)?;
-        let agent: Option<Agent> =
-            get_json(&txn.open_table(AGENTS)?, &format!("{org}|{}", intent.agent))?;
+        let agent: Option<Agent> = get_rec(
+            &txn.open_table(AGENTS)?,
+            (org.as_str(), intent.agent.as_str()),
+        )?;
         match agent.map(|a| a.status) {
             Some(AgentStatus::Active) => {}
             Some(AgentStatus::Frozen) => {
@@ -103,8 +105,9 @@ impl Store {
                 ));
             }
         }
-        let membership: Membership = get_json(&txn.open_table(MEMBERS)?, &format!("{org}|{user}"))?
-            .ok_or(StoreError::NotFound("member"))?;
+        let membership: Membership =
+            get_rec(&txn.open_table(MEMBERS)?, (org.as_str(), user.as_str()))?
+                .ok_or(StoreError::NotFound("member"))?;
         if membership.accepted_at.as_str() >= intent.created_at.as_str() {
             return Err(StoreError::refused(
                 403,
@@ -174,8 +177,10 @@ impl Store {
         let r = self.read()?;
         let users = r.open_table(USERS)?;
         let members = r.open_table(MEMBERS)?;
-        let agent: Option<Agent> =
-            get_json(&r.open_table(AGENTS)?, &format!("{org}|{}", intent.agent))?;
+        let agent: Option<Agent> = get_rec(
+            &r.open_table(AGENTS)?,
+            (org.as_str(), intent.agent.as_str()),
+        )?;
         let agent = match agent {
             Some(a) => {
                 let created_by = a
@@ -190,7 +195,7 @@ impl Store {
         };
         let mut deciders = Vec::new();
         for a in &intent.approvals {
-            let m: Option<Membership> = get_json(&members, &format!("{org}|{}", a.user))?;
+            let m: Option<Membership> = get_rec(&members, (org.as_str(), a.user.as_str()))?;
             let invited_by = m
                 .as_ref()
                 .and_then(|m| m.invited_by.as_ref())
@@ -240,8 +245,10 @@ impl Store {
             return Ok(Claim::Gone);
         }
         let o = load_org(txn, org)?;
-        let agent: Option<Agent> =
-            get_json(&txn.open_table(AGENTS)?, &format!("{org}|{}", intent.agent))?;
+        let agent: Option<Agent> = get_rec(
+            &txn.open_table(AGENTS)?,
+            (org.as_str(), intent.agent.as_str()),
+        )?;
         let stopped = if o.frozen {
             Some("the organization is frozen")
         } else {
@@ -368,14 +375,16 @@ pub(crate) fn expire_holds_in(
         };
         let (Some((org, id)), Some(mut intent)) = (parsed, intent) else {
             tracing::error!(entry = %index_key, "a pending-by-expiry entry names no readable intent; dropped");
-            txn.open_table(PENDING_BY_EXPIRY)?.remove(&index_key)?;
-            txn.open_table(PENDING)?.remove(&key)?;
+            txn.open_table(PENDING_BY_EXPIRY)?
+                .remove(index_key.as_str())?;
+            txn.open_table(PENDING)?.remove(key.as_str())?;
             continue;
         };
         if intent.status != IntentStatus::PendingApproval {
             tracing::error!(intent = %id, found = ?intent.status, "a pending-hold index entry has no pending intent; dropped");
-            txn.open_table(PENDING_BY_EXPIRY)?.remove(&index_key)?;
-            txn.open_table(PENDING)?.remove(&key)?;
+            txn.open_table(PENDING_BY_EXPIRY)?
+                .remove(index_key.as_str())?;
+            txn.open_table(PENDING)?.remove(key.as_str())?;
             continue;
         }
         intent.status = intent.status.transition(IntentStatus::Expired)?;

@@ -124,7 +124,7 @@ pub(crate) fn insert_new_intent(txn: &Tx<'_>, intent: &Intent) -> Result<()> {
 fn write_intent(txn: &Tx<'_>, intent: &Intent, new: bool) -> Result<()> {
     let key = intent_key(&intent.org, &intent.id);
     let bytes = record::encode_intent(intent)?;
-    let previous = txn.open_table(INTENTS)?.insert(&key, &bytes)?;
+    let previous = txn.open_table(INTENTS)?.insert(key.as_str(), &bytes)?;
     if new && previous {
         return Err(StoreError::Corrupt(format!(
             "intent id {} is already used",
@@ -139,23 +139,23 @@ fn write_intent(txn: &Tx<'_>, intent: &Intent, new: bool) -> Result<()> {
     // A hold's expiry never changes, so its `pending_by_expiry` key is known from the intent.
     let expiry_key = expiry_key(intent.expires_at_unix, &key);
     if !new {
-        in_flight.remove(&key)?;
-        if pending.remove(&key)? {
-            by_expiry.remove(&expiry_key)?;
+        in_flight.remove(key.as_str())?;
+        if pending.remove(key.as_str())? {
+            by_expiry.remove(expiry_key.as_str())?;
         }
-        approved.remove(&key)?;
+        approved.remove(key.as_str())?;
     }
     match intent.status {
         IntentStatus::Forwarding => {
-            in_flight.insert(&key, &[])?;
+            in_flight.insert(key.as_str(), &[])?;
         }
         IntentStatus::PendingApproval => {
             let expiry = intent.expires_at_unix.unwrap_or(i64::MAX);
-            pending.insert(&key, &expiry.to_le_bytes())?;
-            by_expiry.insert(&expiry_key, &[])?;
+            pending.insert(key.as_str(), &expiry.to_le_bytes())?;
+            by_expiry.insert(expiry_key.as_str(), &[])?;
         }
         IntentStatus::Approved => {
-            approved.insert(&key, &[])?;
+            approved.insert(key.as_str(), &[])?;
         }
         _ => {}
     }
@@ -215,7 +215,8 @@ impl Store {
             intent: intent.id.clone(),
             created_at: clock.text.clone(),
         })?;
-        txn.open_table(IDEMPOTENCY)?.insert(&idem_key, &rec)?;
+        txn.open_table(IDEMPOTENCY)?
+            .insert(idem_key.as_str(), &rec)?;
         Ok(match verdict.outcome {
             Outcome::Allow => Decision::Forward {
                 intent: Box::new(intent),
@@ -368,9 +369,9 @@ impl Store {
         facts: &RequestFacts,
     ) -> Result<(Verdict, Option<String>)> {
         let r = self.read()?;
-        let org: crate::model::Org = get_json(&r.open_table(ORGS)?, org_id.as_str())?
+        let org: crate::model::Org = get_rec(&r.open_table(ORGS)?, org_id.as_str())?
             .ok_or(StoreError::NotFound("organization"))?;
-        let agent: Agent = get_json(&r.open_table(AGENTS)?, &format!("{org_id}|{agent_id}"))?
+        let agent: Agent = get_rec(&r.open_table(AGENTS)?, (org_id.as_str(), agent_id.as_str()))?
             .ok_or(StoreError::NotFound("agent"))?;
         let rail = self.rail_key_from(&r.open_table(RAIL_KEYS)?, org_id)?;
         let policy_set = self.active_policies(|| Ok(r.open_table(POLICY_VERSIONS)?), &org)?;
@@ -563,8 +564,10 @@ pub(crate) fn settle_in(
         && intent.reservation.is_some()
         && let Some(object) = intent.upstream_id.as_deref()
     {
-        txn.open_table(UPSTREAM_OBJECTS)?
-            .insert(&format!("{org}|{object}"), intent.id.as_str().as_bytes())?;
+        txn.open_table(UPSTREAM_OBJECTS)?.insert(
+            format!("{org}|{object}").as_str(),
+            intent.id.as_str().as_bytes(),
+        )?;
     }
     save_intent(txn, &intent)?;
     let result = UpstreamResult {
@@ -664,9 +667,9 @@ impl Store {
         candidate: Option<&str>,
     ) -> Result<Verdict> {
         let r = self.read()?;
-        let org: crate::model::Org = get_json(&r.open_table(ORGS)?, org_id.as_str())?
+        let org: crate::model::Org = get_rec(&r.open_table(ORGS)?, org_id.as_str())?
             .ok_or(StoreError::NotFound("organization"))?;
-        let agent: Agent = get_json(&r.open_table(AGENTS)?, &format!("{org_id}|{agent_id}"))?
+        let agent: Agent = get_rec(&r.open_table(AGENTS)?, (org_id.as_str(), agent_id.as_str()))?
             .ok_or(StoreError::NotFound("agent"))?;
         let policy_set = match candidate {
             Some(text) => {
@@ -677,7 +680,7 @@ impl Store {
         let clock = now();
         let adjusted = uncounted_settlement(|| Ok(r.open_table(UPSTREAM_OBJECTS)?), org_id, facts)?;
         let facts = adjusted.as_ref().unwrap_or(facts);
-        let caps: Vec<policies::Cap> = scan_json(&r.open_table(CAPS)?, &format!("{org_id}|"))?;
+        let caps: Vec<policies::Cap> = scan_org(&r.open_table(CAPS)?, org_id.as_str())?;
         let money = spend::view(
             &r.open_table(SPEND)?,
             &caps,
@@ -727,7 +730,7 @@ pub(crate) fn index_pending_by_expiry_in(txn: &Tx<'_>) -> Result<usize> {
     };
     let mut by_expiry = txn.open_table(PENDING_BY_EXPIRY)?;
     for key in &missing {
-        by_expiry.insert(key, &[])?;
+        by_expiry.insert(key.as_str(), &[])?;
     }
     Ok(missing.len())
 }
@@ -836,7 +839,7 @@ pub(crate) fn prune_idempotency_in(
     };
     let mut t = txn.open_table(IDEMPOTENCY)?;
     for k in &old {
-        t.remove(k)?;
+        t.remove(k.as_str())?;
     }
     Ok(crate::ledger::Pruned {
         removed: old.len(),

@@ -22,10 +22,14 @@ use crate::Store;
 use crate::error::{Result, StoreError};
 use crate::ids::{AgentId, OrgId};
 use crate::model::{Agent, Org};
-use crate::tables::{AGENTS, CAPS, ORGS, RAIL_KEYS, Table, get_json, scan_json};
+use crate::tables::{AGENTS, CAPS, ORGS, RAIL_KEYS, get_json, get_rec, scan_org};
 
-/// The tables whose records the hot state keeps: a write to one of them empties it.
-pub(crate) const CACHED_TABLES: [Table; 4] = [ORGS, AGENTS, RAIL_KEYS, CAPS];
+/// Whether the hot state keeps records of the table named `name`: a write to one of them
+/// empties it.
+pub(crate) fn is_cached(name: &str) -> bool {
+    use redb::TableHandle;
+    [ORGS.name(), AGENTS.name(), RAIL_KEYS.name(), CAPS.name()].contains(&name)
+}
 
 /// Records kept at most, all kinds together.
 const MAX_ENTRIES: usize = 65_536;
@@ -108,7 +112,7 @@ impl Store {
             if let Some(a) = hot.agents.get(&key) {
                 return Ok(a.clone());
             }
-            let agent: Agent = get_json(&txn.open_table(AGENTS)?, &format!("{org}|{id}"))?
+            let agent: Agent = get_rec(&txn.open_table(AGENTS)?, (org.as_str(), id.as_str()))?
                 .ok_or(StoreError::NotFound("agent"))?;
             let agent = Arc::new(agent);
             hot.agents.insert(key, agent.clone());
@@ -136,7 +140,7 @@ impl Store {
             if let Some(c) = hot.caps.get(org) {
                 return Ok(c.clone());
             }
-            let caps: Vec<policies::Cap> = scan_json(&txn.open_table(CAPS)?, &format!("{org}|"))?;
+            let caps: Vec<policies::Cap> = scan_org(&txn.open_table(CAPS)?, org.as_str())?;
             let caps = Arc::new(caps);
             hot.caps.insert(org.clone(), caps.clone());
             hot.count();

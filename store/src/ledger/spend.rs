@@ -77,7 +77,7 @@ pub(crate) fn add(txn: &crate::ledger::Tx<'_>, keys: &[String], delta: i64) -> R
                 "spend counter {key} would go negative"
             )));
         }
-        t.insert(key, &next.to_le_bytes())?;
+        t.insert(key.as_str(), &next.to_le_bytes())?;
     }
     Ok(())
 }
@@ -152,7 +152,7 @@ pub(crate) fn count_request(
         }
     }
     for k in stale {
-        t.remove(&k)?;
+        t.remove(k.as_str())?;
     }
     let this = key(now);
     let cur = t
@@ -160,7 +160,7 @@ pub(crate) fn count_request(
         .map(|v| decode_i64(v.value()))
         .transpose()?
         .unwrap_or(0);
-    t.insert(&this, &(cur + 1).to_le_bytes())?;
+    t.insert(this.as_str(), &(cur + 1).to_le_bytes())?;
     Ok(last_minute)
 }
 

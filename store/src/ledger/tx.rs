@@ -21,10 +21,12 @@
 
 use std::cell::RefCell;
 
-use redb::{ReadableTable, ReadableTableMetadata, TableHandle};
+use std::borrow::Borrow;
+
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 
 use crate::error::{Result, StoreError};
-use crate::tables::{Class, Table, class_of};
+use crate::tables::{Class, class_of};
 
 /// Who made the transaction (see the module documentation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,18 +68,48 @@ impl<'a> Tx<'a> {
         self.mode
     }
 
-    /// Open a table for reading and for the writes this mode allows.
-    pub(crate) fn open_table(&self, def: Table) -> Result<TxTable<'_>> {
+    /// Open a table for reading and for the writes this mode allows. Only string-keyed tables
+    /// may be written by a ledger transaction: the log records keys as strings (wal.rs), and the
+    /// typed-key tables are control-plane tables (tables.rs [`Keyed`]).
+    ///
+    /// [`Keyed`]: crate::tables::Keyed
+    pub(crate) fn open_table<K: redb::Key + 'static>(
+        &self,
+        def: TableDefinition<'static, K, &'static [u8]>,
+    ) -> Result<TxTable<'_, K>> {
+        let class = class_of(def.name());
+        if class != Class::Control
+            && std::any::TypeId::of::<K>() != std::any::TypeId::of::<&'static str>()
+        {
+            return Err(StoreError::Db(format!(
+                "internal: the {class:?} table {:?} must have string keys (the log records them)",
+                def.name()
+            )));
+        }
         let table = self.txn.open_table(def)?;
         Ok(TxTable {
             def,
-            class: class_of(def.name()),
-            cached: super::hot::CACHED_TABLES
-                .iter()
-                .any(|t| t.name() == def.name()),
+            class,
+            cached: super::hot::is_cached(def.name()),
             table,
             tx: self,
         })
+    }
+
+    /// Open a table whose values are not records (`invitation_tokens`: token → typed pair) for
+    /// a control-plane commit; refused in a ledger transaction.
+    pub(crate) fn open_control<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        def: TableDefinition<'static, K, V>,
+    ) -> Result<redb::Table<'_, K, V>> {
+        self.check_writable(def.name(), class_of(def.name()))?;
+        if class_of(def.name()) != Class::Control {
+            return Err(StoreError::Db(format!(
+                "internal: {:?} is not a control-plane table",
+                def.name()
+            )));
+        }
+        Ok(self.txn.open_table(def)?)
     }
 
     /// Whether this transaction wrote a table the writer's hot state caches.
@@ -111,7 +143,7 @@ impl<'a> Tx<'a> {
         }
     }
 
-    fn record(&self, cached: bool, op: u8, table: &str, key: &str, value: &[u8]) {
+    fn record(&self, cached: bool, op: u8, table: &str, key: &[u8], value: &[u8]) {
         if cached {
             self.hot_written.set(true);
         }
@@ -121,29 +153,32 @@ impl<'a> Tx<'a> {
     }
 }
 
-type Raw<'t> = redb::Table<'t, &'static str, &'static [u8]>;
-
 /// A table opened through a [`Tx`]: reads like any redb table; writes are checked against the
 /// transaction's mode and recorded for the log in a ledger transaction.
-pub(crate) struct TxTable<'t> {
-    def: Table,
+pub(crate) struct TxTable<'t, K: redb::Key + 'static = &'static str> {
+    def: TableDefinition<'static, K, &'static [u8]>,
     /// One of the tables the writer's hot state caches (a write empties it).
     cached: bool,
     class: Class,
-    table: Raw<'t>,
+    table: redb::Table<'t, K, &'static [u8]>,
     tx: &'t Tx<'t>,
 }
 
-impl TxTable<'_> {
+impl<K: redb::Key + 'static> TxTable<'_, K> {
     /// Insert; returns whether the key held a value before.
-    pub(crate) fn insert(&mut self, key: &str, value: &[u8]) -> Result<bool> {
+    pub(crate) fn insert<'k>(
+        &mut self,
+        key: impl Borrow<K::SelfType<'k>>,
+        value: &[u8],
+    ) -> Result<bool> {
         self.tx.check_writable(self.def.name(), self.class)?;
+        let key = key.borrow();
         let had = self.table.insert(key, value)?.is_some();
         self.tx.record(
             self.cached,
             super::wal::OP_INSERT,
             self.def.name(),
-            key,
+            K::as_bytes(key).as_ref(),
             value,
         );
         Ok(had)
@@ -151,15 +186,16 @@ impl TxTable<'_> {
 
     /// Remove; returns whether the key held a value. Recorded only when there was one: replay
     /// starts from the state this batch started from, where the key is absent too.
-    pub(crate) fn remove(&mut self, key: &str) -> Result<bool> {
+    pub(crate) fn remove<'k>(&mut self, key: impl Borrow<K::SelfType<'k>>) -> Result<bool> {
         self.tx.check_writable(self.def.name(), self.class)?;
+        let key = key.borrow();
         let had = self.table.remove(key)?.is_some();
         if had {
             self.tx.record(
                 self.cached,
                 super::wal::OP_REMOVE,
                 self.def.name(),
-                key,
+                K::as_bytes(key).as_ref(),
                 &[],
             );
         }
@@ -167,7 +203,7 @@ impl TxTable<'_> {
     }
 }
 
-impl ReadableTableMetadata for TxTable<'_> {
+impl<K: redb::Key + 'static> ReadableTableMetadata for TxTable<'_, K> {
     fn stats(&self) -> std::result::Result<redb::TableStats, redb::StorageError> {
         self.table.stats()
     }
@@ -177,10 +213,10 @@ impl ReadableTableMetadata for TxTable<'_> {
     }
 }
 
-impl ReadableTable<&'static str, &'static [u8]> for TxTable<'_> {
+impl<K: redb::Key + 'static> ReadableTable<K, &'static [u8]> for TxTable<'_, K> {
     fn get<'a>(
         &self,
-        key: impl std::borrow::Borrow<&'a str>,
+        key: impl Borrow<K::SelfType<'a>>,
     ) -> std::result::Result<Option<redb::AccessGuard<'_, &'static [u8]>>, redb::StorageError> {
         self.table.get(key)
     }
@@ -188,9 +224,9 @@ impl ReadableTable<&'static str, &'static [u8]> for TxTable<'_> {
     fn range<'a, KR>(
         &self,
         range: impl std::ops::RangeBounds<KR> + 'a,
-    ) -> std::result::Result<redb::Range<'_, &'static str, &'static [u8]>, redb::StorageError>
+    ) -> std::result::Result<redb::Range<'_, K, &'static [u8]>, redb::StorageError>
     where
-        KR: std::borrow::Borrow<&'a str> + 'a,
+        KR: Borrow<K::SelfType<'a>> + 'a,
     {
         self.table.range(range)
     }
@@ -199,7 +235,7 @@ impl ReadableTable<&'static str, &'static [u8]> for TxTable<'_> {
         &self,
     ) -> std::result::Result<
         Option<(
-            redb::AccessGuard<'_, &'static str>,
+            redb::AccessGuard<'_, K>,
             redb::AccessGuard<'_, &'static [u8]>,
         )>,
         redb::StorageError,
@@ -211,7 +247,7 @@ impl ReadableTable<&'static str, &'static [u8]> for TxTable<'_> {
         &self,
     ) -> std::result::Result<
         Option<(
-            redb::AccessGuard<'_, &'static str>,
+            redb::AccessGuard<'_, K>,
             redb::AccessGuard<'_, &'static [u8]>,
         )>,
         redb::StorageError,
@@ -240,7 +276,7 @@ mod tests {
         tx.open_table(AUDIT).unwrap().insert("o|1", b"e").unwrap();
         assert!(tx.open_table(INTENTS).unwrap().remove("o|i").unwrap());
         assert!(!tx.open_table(INTENTS).unwrap().remove("o|absent").unwrap());
-        let err = tx.open_table(AGENTS).unwrap().insert("o|a", b"x");
+        let err = tx.open_table(AGENTS).unwrap().insert(("o", "a"), b"x");
         assert!(err.is_err(), "a ledger command wrote a control table");
         let ops = super::super::wal::decode_ops_for_test(&tx.take_log());
         assert_eq!(
@@ -268,7 +304,10 @@ mod tests {
         let (_dir, db) = db();
         let txn = db.begin_write().unwrap();
         let tx = Tx::new(&txn, Mode::Control);
-        tx.open_table(AGENTS).unwrap().insert("o|a", b"x").unwrap();
+        tx.open_table(AGENTS)
+            .unwrap()
+            .insert(("o", "a"), b"x")
+            .unwrap();
         tx.open_table(AUDIT).unwrap().insert("o|1", b"e").unwrap();
         let err = tx.open_table(INTENTS).unwrap().insert("o|i", b"x");
         assert!(err.is_err(), "a control commit wrote an intent");

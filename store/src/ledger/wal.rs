@@ -81,13 +81,13 @@ pub(super) const OP_INSERT: u8 = 1;
 pub(super) const OP_REMOVE: u8 = 2;
 
 /// Append one operation to a batch's log buffer (called by `Tx` as each write happens).
-pub(super) fn encode_op(buf: &mut Vec<u8>, op: u8, table: &str, key: &str, value: &[u8]) {
+pub(super) fn encode_op(buf: &mut Vec<u8>, op: u8, table: &str, key: &[u8], value: &[u8]) {
     buf.push(op);
     // Table names are short constants (tables.rs); keys and values are bounded by the store.
     buf.push(table.len() as u8);
     buf.extend_from_slice(table.as_bytes());
     buf.extend_from_slice(&(key.len() as u32).to_le_bytes());
-    buf.extend_from_slice(key.as_bytes());
+    buf.extend_from_slice(key);
     if op == OP_INSERT {
         buf.extend_from_slice(&(value.len() as u32).to_le_bytes());
         buf.extend_from_slice(value);
@@ -396,9 +396,9 @@ mod tests {
     #[test]
     fn ops_round_trip() {
         let mut buf = Vec::new();
-        encode_op(&mut buf, OP_INSERT, "intents", "org|int", b"{\"a\":1}");
-        encode_op(&mut buf, OP_REMOVE, "in_flight", "org|int", b"");
-        encode_op(&mut buf, OP_INSERT, "spend", "k", b"");
+        encode_op(&mut buf, OP_INSERT, "intents", b"org|int", b"{\"a\":1}");
+        encode_op(&mut buf, OP_REMOVE, "in_flight", b"org|int", b"");
+        encode_op(&mut buf, OP_INSERT, "spend", b"k", b"");
         assert_eq!(
             decode_ops(&buf).unwrap(),
             vec![
@@ -463,11 +463,11 @@ mod tests {
         txn.commit().unwrap();
         let mut log = Vec::new();
         let mut p1 = Vec::new();
-        encode_op(&mut p1, OP_INSERT, "intents", "a", b"stale");
+        encode_op(&mut p1, OP_INSERT, "intents", b"a", b"stale");
         log.extend(encode_record(1, &p1));
         let mut p2 = Vec::new();
-        encode_op(&mut p2, OP_INSERT, "intents", "b", b"2");
-        encode_op(&mut p2, OP_REMOVE, "intents", "a", b"");
+        encode_op(&mut p2, OP_INSERT, "intents", b"b", b"2");
+        encode_op(&mut p2, OP_REMOVE, "intents", b"a", b"");
         log.extend(encode_record(2, &p2));
         let wal = dir.path().join(WAL_FILE);
         std::fs::write(&wal, &log).unwrap();
@@ -482,8 +482,8 @@ mod tests {
         assert_eq!(replay(&db, &wal).unwrap(), 3);
         // A record naming a table the store does not have is refused, and applies nothing.
         let mut p3 = Vec::new();
-        encode_op(&mut p3, OP_INSERT, "intents", "c", b"3");
-        encode_op(&mut p3, OP_INSERT, "not_a_table", "k", b"v");
+        encode_op(&mut p3, OP_INSERT, "intents", b"c", b"3");
+        encode_op(&mut p3, OP_INSERT, "not_a_table", b"k", b"v");
         log.extend(encode_record(3, &p3));
         std::fs::write(&wal, &log).unwrap();
         assert!(matches!(replay(&db, &wal), Err(StoreError::Corrupt(_))));
