@@ -1,5 +1,8 @@
-//! Table definitions and key layout. Tenant tables are keyed `"{org}|…"`, so every read of tenant
-//! data names its organization (ids never contain `|`).
+//! Table definitions and key layout. Every tenant key starts with its organization, so every read
+//! of tenant data names it. Control-plane tables have typed tuple keys ([`Keyed`]: `(org, id)`
+//! and the like); ledger and chain tables, whose writes the writer's log records as strings
+//! (ledger/wal.rs), are keyed `"{org}|…"` (ids never contain `|`). Stores from before typed keys
+//! are moved at open ([`migrate_typed_keys`]).
 
 use std::borrow::Borrow;
 

@@ -17,6 +17,7 @@ from admin_client import (MEMBER_PASSWORD, AdminClient, describe, error_code, hu
 from conftest import OWNER_PASSWORD, new_run_id
 
 CONCURRENT_REQUESTS = 8
+RACE_ROUNDS = 6
 
 
 def key() -> str:
@@ -172,10 +173,8 @@ def test_deny_twice_with_one_key_denies_once(guard):
 # ---------------------------------------------------------------------------- concurrency
 
 
-def test_concurrent_requests_with_one_key_execute_once(guard):
-    boss = owner(guard)
-    cookie = boss.http.cookies.get("pg_session")
-    before = ids(boss.expect("GET", "/api/v1/agents"))
+def race_one_key(boss: AdminClient, cookie: str) -> tuple[list, list, list]:
+    """CONCURRENT_REQUESTS racers released together with one new key: (ran, replayed, busy)."""
     k = key()
     start = threading.Barrier(CONCURRENT_REQUESTS)
     results: list = [None] * CONCURRENT_REQUESTS
@@ -198,10 +197,27 @@ def test_concurrent_requests_with_one_key_execute_once(guard):
     assert len(ran) == 1, [describe(r) for r in results]
     assert len(ran) + len(replayed) + len(busy) == CONCURRENT_REQUESTS, [describe(r) for r in results]
     assert all(error_code(r) == "request_in_progress" for r in busy), [describe(r) for r in busy]
-    assert busy, "no request overlapped the first one; the race was not exercised"
     assert all(r.content == ran[0].content for r in replayed)
+    return ran, replayed, busy
+
+
+def test_concurrent_requests_with_one_key_execute_once(guard):
+    boss = owner(guard)
+    cookie = boss.http.cookies.get("pg_session")
+    before = ids(boss.expect("GET", "/api/v1/agents"))
+    # Whether a racer arrives while the first request still runs is up to the scheduler (about
+    # one round in twelve has none on a 2-core host): every round must execute once, and at
+    # least one of at most RACE_ROUNDS rounds must have exercised the overlap.
+    created = []
+    for _ in range(RACE_ROUNDS):
+        ran, _, busy = race_one_key(boss, cookie)
+        created.append(ran[0].json()["id"])
+        if busy:
+            break
+    assert busy, f"no request overlapped the first one in {RACE_ROUNDS} rounds"
     after = ids(boss.expect("GET", "/api/v1/agents"))
-    assert len(after) == len(before) + 1 and ran[0].json()["id"] in after, (before, after)
+    assert len(after) == len(before) + len(created) and set(created) <= set(after), (
+        before, after)
 
 
 # ---------------------------------------------------------------------------- scope
